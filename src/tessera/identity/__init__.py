@@ -1,0 +1,1 @@
+"""Operators, users, services, agents, models, credentials and the agent lifecycle."""
