@@ -39,8 +39,14 @@ def time_each(fn: Callable[[], object], n: int, warmup: int = 10) -> list[float]
 
 
 def latency_row(name: str, samples_us: list[float], note: str = "") -> Row:
-    return Row(name, "µs/op", statistics.median(samples_us), percentile(samples_us, 99),
-               len(samples_us), note)
+    return Row(
+        name,
+        "µs/op",
+        statistics.median(samples_us),
+        percentile(samples_us, 99),
+        len(samples_us),
+        note,
+    )
 
 
 def throughput_row(name: str, rounds: list[float], note: str = "") -> Row:

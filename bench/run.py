@@ -23,13 +23,16 @@ def main() -> int:
         if args.only and args.only not in path.stem:
             continue
         spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec and spec.loader
+        assert spec
+        assert spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         print(f"running {path.stem} ...", file=sys.stderr, flush=True)
         for row in module.run(args.quick):
             rows.append((path.stem.removeprefix("bench_"), row))
-    header = f"{'suite':<10} {'benchmark':<52} {'median':>12} {'p99':>12} {'unit':<7} {'n':>6}  note"
+    header = (
+        f"{'suite':<10} {'benchmark':<52} {'median':>12} {'p99':>12} {'unit':<7} {'n':>6}  note"
+    )
     print(header)
     print("-" * len(header))
     for suite, r in rows:

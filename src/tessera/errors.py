@@ -28,8 +28,9 @@ class TesseraError(Exception):
     status: int = 500
     title: str = "Internal error"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, detail: str | None = None
+    ) -> None:
         self.message = message or self.title
         if code is not None:
             self.code = code

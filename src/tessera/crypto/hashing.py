@@ -42,8 +42,9 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
 def hash_password_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                            dklen=32)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64url(salt)}${b64url(digest)}"
 
 
@@ -54,8 +55,9 @@ def verify_password_secret(secret: str, stored: str) -> bool:
             return False
         salt = base64.urlsafe_b64decode(salt_s + "=" * (-len(salt_s) % 4))
         expected = base64.urlsafe_b64decode(digest_s + "=" * (-len(digest_s) % 4))
-        got = hashlib.scrypt(secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p),
-                             dklen=len(expected))
+        got = hashlib.scrypt(
+            secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)

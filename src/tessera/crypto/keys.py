@@ -129,3 +129,34 @@ def open_private_key(blob: bytes, kek: bytes, kid: str) -> SigningKey:
 def public_jwks(keys: list[dict[str, Any]]) -> dict[str, Any]:
     """A JWK Set document (RFC 7517 §5) of public JWKs."""
     return {"keys": [dict(k) for k in keys]}
+
+
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# Client keys Tessera accepts for private_key_jwt and DPoP: the algorithms it verifies.
+_ACCEPTED_CLIENT_KEYS = {("EC", "P-256"), ("OKP", "Ed25519")}
+
+
+def validate_public_jwk(jwk: Any) -> tuple[dict[str, Any], str]:
+    """Check a client's public JWK and return (normalised JWK, RFC 7638 thumbprint).
+
+    Only EC P-256 and OKP Ed25519 keys are accepted; any private member is refused so a
+    caller who pastes a private key by mistake is told, and nothing secret is stored.
+    """
+    from tessera.errors import InvalidInput
+
+    if not isinstance(jwk, dict):
+        raise InvalidInput("jwk must be a JSON object")
+    if _PRIVATE_MEMBERS & set(jwk):
+        raise InvalidInput("jwk contains private key material; register the public key only")
+    if (jwk.get("kty"), jwk.get("crv")) not in _ACCEPTED_CLIENT_KEYS:
+        raise InvalidInput("jwk must be an EC P-256 or OKP Ed25519 public key")
+    try:
+        key = _import(jwk)
+        public = dict(key.as_dict(private=False))
+        thumb = str(key.thumbprint())
+    except Exception as exc:  # joserfc raises several types for malformed keys
+        raise InvalidInput("jwk is not a valid public key") from exc
+    for extra in ("kid", "use", "alg"):
+        if isinstance(jwk.get(extra), str) and len(jwk[extra]) <= 128:
+            public[extra] = jwk[extra]
+    return public, thumb

@@ -109,27 +109,48 @@ class Ceiling:
             return cls()
         if not isinstance(data, Mapping):
             raise InvalidInput(f"{where} must be an object")
-        known = {"tools", "data_scopes", "models", "may_delegate_to", "budgets",
-                 "max_session_lifetime", "max_delegation_depth", "dpop_required"}
+        known = {
+            "tools",
+            "data_scopes",
+            "models",
+            "may_delegate_to",
+            "budgets",
+            "max_session_lifetime",
+            "max_delegation_depth",
+            "dpop_required",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidInput(f"{where}: unknown field {unknown[0]!r}")
         return cls(
-            tools=_strings(data.get("tools"), f"{where}.tools", is_tool,
-                           "server/tool or server/*"),
-            data_scopes=_strings(data.get("data_scopes"), f"{where}.data_scopes",
-                                 is_data_scope, "type:id or type:*"),
-            models=_strings(data.get("models"), f"{where}.models", is_model_digest,
-                            "sha256:<64 hex digits>"),
-            may_delegate_to=_strings(data.get("may_delegate_to"), f"{where}.may_delegate_to",
-                                     lambda v: bool(_AGENT_REF.fullmatch(v)), "an agent id"),
+            tools=_strings(data.get("tools"), f"{where}.tools", is_tool, "server/tool or server/*"),
+            data_scopes=_strings(
+                data.get("data_scopes"), f"{where}.data_scopes", is_data_scope, "type:id or type:*"
+            ),
+            models=_strings(
+                data.get("models"), f"{where}.models", is_model_digest, "sha256:<64 hex digits>"
+            ),
+            may_delegate_to=_strings(
+                data.get("may_delegate_to"),
+                f"{where}.may_delegate_to",
+                lambda v: bool(_AGENT_REF.fullmatch(v)),
+                "an agent id",
+            ),
             budgets=_budgets(data.get("budgets"), f"{where}.budgets"),
-            max_session_lifetime=_int(data.get("max_session_lifetime"),
-                                      f"{where}.max_session_lifetime",
-                                      DEFAULT_SESSION_LIFETIME, 60, MAX_SESSION_LIFETIME),
-            max_delegation_depth=_int(data.get("max_delegation_depth"),
-                                      f"{where}.max_delegation_depth",
-                                      DEFAULT_DELEGATION_DEPTH, 0, MAX_DELEGATION_DEPTH),
+            max_session_lifetime=_int(
+                data.get("max_session_lifetime"),
+                f"{where}.max_session_lifetime",
+                DEFAULT_SESSION_LIFETIME,
+                60,
+                MAX_SESSION_LIFETIME,
+            ),
+            max_delegation_depth=_int(
+                data.get("max_delegation_depth"),
+                f"{where}.max_delegation_depth",
+                DEFAULT_DELEGATION_DEPTH,
+                0,
+                MAX_DELEGATION_DEPTH,
+            ),
             dpop_required=_bool(data.get("dpop_required"), f"{where}.dpop_required", True),
         )
 
@@ -160,8 +181,11 @@ def _budgets(value: Any, where: str) -> dict[str, int]:
     for name, amount in value.items():
         if not isinstance(name, str) or not _BUDGET.fullmatch(name):
             raise InvalidInput(f"{where}: counter names are lower-case identifiers")
-        if isinstance(amount, bool) or not isinstance(amount, int) or not (
-                0 <= amount <= MAX_BUDGET):
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int)
+            or not (0 <= amount <= MAX_BUDGET)
+        ):
             raise InvalidInput(f"{where}.{name} must be an integer from 0 to {MAX_BUDGET}")
         out[name] = amount
     return out

@@ -1,0 +1,178 @@
+"""``tessera demo load`` and ``tessera dev up``: a small, realistic demo in a minute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tessera.app import Tessera, initialise
+from tessera.cli.main import _config, _tessera, app
+from tessera.cli.output import cli_errors, console, emit_json, fail
+from tessera.crypto.keys import generate_signing_key
+from tessera.errors import NotFound
+
+demo_app = typer.Typer(no_args_is_help=True, help="The demo data set.")
+dev_app = typer.Typer(no_args_is_help=True, help="Development helpers (not for production).")
+app.add_typer(demo_app, name="demo")
+app.add_typer(dev_app, name="dev")
+
+DEMO_OPERATOR = "acme"
+DEMO_MODEL_DIGEST = "sha256:" + hashlib.sha256(b"tessera demo model acme-llm 2026.11").hexdigest()
+
+
+def _write_key(path: Path, jwk: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(jwk, fh, indent=2)
+
+
+def load_demo(t: Tessera) -> dict[str, Any]:
+    """Create the demo set once: 1 operator, 2 users, 1 model, 2 agents, 1 service.
+
+    Agents' and the service's private keys go to ``<data dir>/demo/`` (mode 0600) so the
+    walkthrough can use them; only public keys are registered."""
+    ident = t.identity
+    try:
+        ident.get_operator(DEMO_OPERATOR)
+        return {"loaded": False, "reason": "demo already loaded"}
+    except NotFound:
+        pass
+    key_dir = t.config.data_dir / "demo"
+    actor = "demo"
+    ident.create_operator(DEMO_OPERATOR, "Acme Research", actor=actor)
+    ident.create_user(
+        "alice",
+        display_name="Alice (analyst)",
+        email="alice@acme.example",
+        grants={
+            "tools": ["docs/search", "docs/read", "web/fetch"],
+            "data_scopes": ["doc:*"],
+            "budgets": {"tool_calls": 100, "external_calls": 10},
+        },
+        actor=actor,
+    )
+    ident.create_user(
+        "bob",
+        display_name="Bob (finance lead)",
+        email="bob@acme.example",
+        grants={
+            "tools": ["docs/*", "mail/send_email", "finance/*"],
+            "data_scopes": ["doc:*", "ledger:*"],
+            "budgets": {"tool_calls": 500, "external_calls": 50},
+        },
+        actor=actor,
+    )
+    ident.register_model(DEMO_OPERATOR, "acme-llm", "2026.11", DEMO_MODEL_DIGEST, actor=actor)
+    created = []
+    for name, owner, purpose, ceiling in [
+        (
+            "research-assistant",
+            "alice",
+            "Answers research questions from internal docs",
+            {
+                "tools": ["docs/*", "web/fetch"],
+                "data_scopes": ["doc:*"],
+                "models": [DEMO_MODEL_DIGEST],
+                "may_delegate_to": ["summarizer"],
+                "budgets": {"tool_calls": 50, "external_calls": 5},
+                "max_session_lifetime": 900,
+                "max_delegation_depth": 2,
+            },
+        ),
+        (
+            "summarizer",
+            "bob",
+            "Summarises documents handed to it by other agents",
+            {
+                "tools": ["docs/read"],
+                "data_scopes": ["doc:*"],
+                "models": [DEMO_MODEL_DIGEST],
+                "budgets": {"tool_calls": 20},
+                "max_session_lifetime": 600,
+                "max_delegation_depth": 0,
+            },
+        ),
+    ]:
+        key = generate_signing_key("ES256")
+        reg = ident.register_agent(
+            name,
+            operator=DEMO_OPERATOR,
+            owner=owner,
+            purpose=purpose,
+            expires_in_days=90,
+            ceiling=ceiling,
+            jwk=key.public_jwk(),
+            actor=actor,
+        ).value
+        _write_key(
+            key_dir / f"{name}.jwk", {**key.private_jwk, "kid": key.kid, "client_id": reg.agent.id}
+        )
+        created.append(reg.agent.id)
+    gw_key = generate_signing_key("ES256")
+    ident.register_service(
+        "mcp-gateway",
+        description="Demo MCP gateway (a PEP)",
+        scopes=["pdp.evaluate", "introspect"],
+        jwk=gw_key.public_jwk(),
+        actor=actor,
+    )
+    _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
+    return {
+        "loaded": True,
+        "operator": DEMO_OPERATOR,
+        "users": ["alice", "bob"],
+        "agents": created,
+        "model": DEMO_MODEL_DIGEST,
+        "key_dir": str(key_dir),
+    }
+
+
+@demo_app.command("load")
+def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Load the demo data set (idempotent)."""
+    with cli_errors():
+        result = load_demo(_tessera())
+    if as_json:
+        emit_json(result)
+    elif result["loaded"]:
+        console.print(
+            f"demo loaded: operator acme, users alice and bob, model acme-llm, "
+            f"agents research-assistant and summarizer; keys in {result['key_dir']}",
+            markup=False,
+        )
+    else:
+        console.print("demo already loaded", markup=False)
+
+
+@dev_app.command("up")
+def dev_up(port: Annotated[int | None, typer.Option()] = None) -> None:
+    """What `make run` does: initialise on first use (development mode), load the demo once,
+    and serve."""
+    config = _config()
+    if not config.dev_mode:
+        fail("`tessera dev up` needs TESSERA_DEV_MODE=1 (it writes the admin token to disk)")
+    with cli_errors():
+        result = initialise(config)
+    if result.admin_token:
+        console.print(
+            f"admin token (dev copy in {result.admin_token_file}): {result.admin_token}",
+            markup=False,
+        )
+    with cli_errors():
+        demo = load_demo(_tessera())
+    console.print("demo loaded" if demo["loaded"] else "reusing existing data", markup=False)
+    token_file = config.data_dir / "admin-token"
+    console.print(
+        f'try: curl -s -H "Authorization: Bearer $(cat {token_file})" '
+        f"http://{config.host}:{port or config.port}/admin/v1/agents",
+        markup=False,
+    )
+    from tessera.cli.main import serve
+
+    serve(host=None, port=port)

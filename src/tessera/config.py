@@ -1,0 +1,130 @@
+"""Configuration from ``TESSERA_*`` environment variables; nothing else reads the environment.
+
+Invalid configuration raises ``ConfigError`` with a one-line message naming the variable, and
+the CLI turns that into an exit before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tessera.crypto.keys import SUPPORTED_SIGNING_ALGS, parse_kek
+from tessera.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    database_url: str
+    issuer: str
+    host: str
+    port: int
+    kek: bytes | None
+    kek_file: Path
+    dev_mode: bool
+    signing_alg: str
+    agent_max_lifetime_days: int
+    max_request_bytes: int
+    require_services: bool
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def load_kek(self) -> bytes:
+        """The key-encryption key: ``TESSERA_KEK`` if set, else the key file."""
+        if self.kek is not None:
+            return self.kek
+        try:
+            text = self.kek_file.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"TESSERA_KEK_FILE: cannot read {self.kek_file} (run `tessera init`)"
+            ) from exc
+        try:
+            return parse_kek(text)
+        except ConfigError as exc:
+            raise ConfigError(f"TESSERA_KEK_FILE: {exc.message}") from exc
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate every ``TESSERA_*`` variable."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("TESSERA_DATA_DIR") or "./.tessera").expanduser().resolve()
+    host = env.get("TESSERA_HOST") or "127.0.0.1"
+    port = _int(env, "TESSERA_PORT", 8080, 1, 65535)
+
+    database_url = env.get("TESSERA_DATABASE_URL") or f"sqlite:///{data_dir / 'tessera.db'}"
+    scheme = database_url.split(":", 1)[0]
+    if scheme not in {"sqlite", "postgresql", "postgresql+psycopg"}:
+        raise ConfigError("TESSERA_DATABASE_URL: use sqlite:///PATH or postgresql://USER@HOST/DB")
+    if scheme == "postgresql":
+        database_url = "postgresql+psycopg" + database_url[len("postgresql") :]
+
+    issuer = env.get("TESSERA_ISSUER") or f"http://{host}:{port}"
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError("TESSERA_ISSUER: must be an http(s) URL without query or fragment")
+    if parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        raise ConfigError("TESSERA_ISSUER: plain http is allowed only on loopback")
+    issuer = issuer.rstrip("/")
+
+    kek: bytes | None = None
+    raw_kek = env.get("TESSERA_KEK")
+    if raw_kek:
+        try:
+            kek = parse_kek(raw_kek)
+        except ConfigError as exc:
+            raise ConfigError(f"TESSERA_KEK: {exc.message}") from exc
+    kek_file = Path(env.get("TESSERA_KEK_FILE") or data_dir / "kek").expanduser().resolve()
+
+    alg = env.get("TESSERA_SIGNING_ALG") or "ES256"
+    if alg not in SUPPORTED_SIGNING_ALGS:
+        raise ConfigError(f"TESSERA_SIGNING_ALG: one of {', '.join(SUPPORTED_SIGNING_ALGS)}")
+
+    return Config(
+        data_dir=data_dir,
+        database_url=database_url,
+        issuer=issuer,
+        host=host,
+        port=port,
+        kek=kek,
+        kek_file=kek_file,
+        dev_mode=_bool(env, "TESSERA_DEV_MODE", False),
+        signing_alg=alg,
+        agent_max_lifetime_days=_int(env, "TESSERA_AGENT_MAX_LIFETIME_DAYS", 365, 1, 3650),
+        max_request_bytes=_int(env, "TESSERA_MAX_REQUEST_BYTES", 65536, 1024, 16 * 2**20),
+        require_services=_bool(env, "TESSERA_REQUIRE_SERVICES", False),
+    )

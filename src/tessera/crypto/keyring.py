@@ -1,0 +1,157 @@
+"""Tessera's own signing keys: one active key, retired keys published until their tokens
+have expired (``tessera keys rotate``). Private keys are sealed with the KEK at rest."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tessera.clock import Clock
+from tessera.crypto.keys import (
+    SigningAlg,
+    SigningKey,
+    generate_signing_key,
+    open_private_key,
+    public_jwks,
+    seal_private_key,
+)
+from tessera.errors import Conflict, Unavailable
+
+# A retired key stays in the JWKS for the longest token lifetime plus clock skew.
+MAX_TOKEN_LIFETIME = timedelta(seconds=3600)
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    kid: str
+    alg: str
+    sealed: bytes = field(repr=False)
+    public_jwk: dict[str, Any]
+    status: str  # active | retired
+    created_at: datetime
+    retired_at: datetime | None
+    publish_until: datetime | None
+
+    def published_at(self, now: datetime) -> bool:
+        return self.status == "active" or (
+            self.publish_until is not None and now < self.publish_until
+        )
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        from tessera.clock import iso
+
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "status": self.status,
+            "created_at": iso(self.created_at),
+            "retired_at": iso(self.retired_at) if self.retired_at else None,
+            "publish_until": iso(self.publish_until) if self.publish_until else None,
+            "published": self.published_at(now),
+        }
+
+
+class SigningKeyRepo(Protocol):
+    def add(self, rec: KeyRecord) -> None: ...
+    def list(self) -> list[KeyRecord]: ...
+    def retire(self, kid: str, now: datetime, publish_until: datetime) -> None: ...
+
+
+class _Events(Protocol):
+    def append(self, type: str, subject: str, payload: dict[str, Any], actor: str) -> int: ...
+
+
+class KeyTx(Protocol):
+    @property
+    def signing_keys(self) -> SigningKeyRepo: ...
+    @property
+    def events(self) -> _Events: ...
+
+
+class KeyStore(Protocol):
+    def write(self) -> AbstractContextManager[KeyTx]: ...
+    def read(self) -> AbstractContextManager[KeyTx]: ...
+
+
+class KeyRing:
+    def __init__(self, store: KeyStore, clock: Clock, kek: bytes) -> None:
+        self._store = store
+        self._clock = clock
+        self._kek = kek
+        self._lock = threading.Lock()
+        self._active: SigningKey | None = None
+
+    def list(self) -> list[KeyRecord]:
+        with self._store.read() as tx:
+            return tx.signing_keys.list()
+
+    def ensure_active(self, alg: SigningAlg = "ES256", *, actor: str = "system") -> str:
+        """Create the first key if there is none; return the active kid."""
+        with self._store.write() as tx:
+            active = [r for r in tx.signing_keys.list() if r.status == "active"]
+            if active:
+                return active[-1].kid
+            key = generate_signing_key(alg)
+            tx.signing_keys.add(self._record(key))
+            tx.events.append("key.created", key.kid, {"alg": alg}, actor)
+            return key.kid
+
+    def rotate(self, alg: SigningAlg = "ES256", *, actor: str) -> KeyRecord:
+        """Make a new key active; the old one keeps verifying until its tokens expire."""
+        now = self._clock.now()
+        key = generate_signing_key(alg)
+        rec = self._record(key)
+        with self._store.write() as tx:
+            retired = []
+            for old in tx.signing_keys.list():
+                if old.status == "active":
+                    tx.signing_keys.retire(old.kid, now, now + MAX_TOKEN_LIFETIME + CLOCK_SKEW)
+                    retired.append(old.kid)
+            tx.signing_keys.add(rec)
+            tx.events.append("key.rotated", key.kid, {"alg": alg, "retired": retired}, actor)
+        with self._lock:
+            self._active = None
+        return rec
+
+    def active_key(self) -> SigningKey:
+        """The decrypted active signing key (cached; refreshed after rotation here)."""
+        with self._lock:
+            if self._active is not None:
+                return self._active
+        active = [r for r in self.list() if r.status == "active"]
+        if not active:
+            raise Unavailable("no active signing key; run `tessera init`", code="no_signing_key")
+        rec = active[-1]
+        key = open_private_key(rec.sealed, self._kek, rec.kid)
+        with self._lock:
+            self._active = key
+        return key
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._active = None
+
+    def jwks(self) -> dict[str, Any]:
+        """RFC 7517 JWK Set of every published public key: the active key first."""
+        now = self._clock.now()
+        recs = [r for r in self.list() if r.published_at(now)]
+        recs.sort(key=lambda r: (r.status != "active", -r.created_at.timestamp()))
+        return public_jwks([r.public_jwk for r in recs])
+
+    def _record(self, key: SigningKey) -> KeyRecord:
+        if not key.kid:
+            raise Conflict("key without kid")
+        return KeyRecord(
+            key.kid,
+            key.alg,
+            seal_private_key(key, self._kek),
+            key.public_jwk(),
+            "active",
+            self._clock.now(),
+            None,
+            None,
+        )

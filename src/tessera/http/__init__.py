@@ -1,0 +1,1 @@
+"""ASGI app and routers; the only place errors become wire formats."""

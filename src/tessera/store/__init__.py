@@ -1,0 +1,1 @@
+"""SQLAlchemy tables, repositories and migrations for SQLite and PostgreSQL."""

@@ -1,0 +1,130 @@
+"""``SqlStore``: transactions over one engine, with the event log written in each (outbox)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from tessera.clock import Clock, utc
+from tessera.signals.events import Event, encode_consistency_token
+from tessera.store import tables as t
+from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
+from tessera.store.sql_identity import (
+    SqlAgentRepo,
+    SqlCredentialRepo,
+    SqlModelRepo,
+    SqlOperatorRepo,
+    SqlServiceRepo,
+    SqlUserRepo,
+)
+from tessera.store.sql_keys import SqlAdminTokenRepo, SqlSigningKeyRepo
+
+MAX_EVENT_PAYLOAD = 16384
+
+
+class SqlEventLog:
+    """Appends to and reads from the ``events`` table within one connection."""
+
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        self._c = conn
+        self._clock = clock
+        self._locked = False
+        self.last_seq: int | None = None
+
+    def append(self, type: str, subject: str, payload: dict[str, Any], actor: str) -> int:
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        if len(body) > MAX_EVENT_PAYLOAD:
+            raise ValueError("event payload too large")
+        if self._c.dialect.name == "postgresql" and not self._locked:
+            # Serialise event writers until commit: sequence order == commit order.
+            self._c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK_ID})
+            self._locked = True
+        result = self._c.execute(
+            t.events.insert()
+            .values(
+                type=type, subject=subject, payload=body, actor=actor, created_at=self._clock.now()
+            )
+            .returning(t.events.c.seq)
+        )
+        seq = int(result.scalar_one())
+        if self._c.dialect.name == "postgresql":
+            # A hint for tailing nodes, delivered at commit; never the data itself.
+            self._c.execute(text("SELECT pg_notify('tessera_events', :s)"), {"s": str(seq)})
+        self.last_seq = seq
+        return seq
+
+    def read_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        rows = self._c.execute(
+            select(t.events).where(t.events.c.seq > seq).order_by(t.events.c.seq).limit(limit)
+        )
+        return [
+            Event(r.seq, r.type, r.subject, json.loads(r.payload), r.actor, utc(r.created_at))
+            for r in rows
+        ]
+
+    def head(self) -> int:
+        return int(self._c.execute(select(func.coalesce(func.max(t.events.c.seq), 0))).scalar_one())
+
+
+class SqlTx:
+    """Repositories bound to one connection and transaction."""
+
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        self.connection = conn
+        self.operators = SqlOperatorRepo(conn)
+        self.users = SqlUserRepo(conn)
+        self.services = SqlServiceRepo(conn)
+        self.agents = SqlAgentRepo(conn)
+        self.models = SqlModelRepo(conn)
+        self.credentials = SqlCredentialRepo(conn)
+        self.signing_keys = SqlSigningKeyRepo(conn)
+        self.admin_tokens = SqlAdminTokenRepo(conn)
+        self.events = SqlEventLog(conn, clock)
+        self.consistency_token: str | None = None
+
+
+class SqlStore:
+    """The store of one Tessera node: SQLite or PostgreSQL behind the same interface."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[SqlTx]:
+        """A write transaction. On success every change and its events commit together and
+        ``tx.consistency_token`` names the last event; on any error nothing is written."""
+        with translate_db_errors(), self.engine.connect() as raw:
+            conn = raw.execution_options(tessera_write=True)
+            tx = SqlTx(conn, self.clock)
+            with conn.begin():
+                yield tx
+            if tx.events.last_seq is not None:
+                tx.consistency_token = encode_consistency_token(tx.events.last_seq)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlTx]:
+        """A read-only transaction (a consistent snapshot on SQLite WAL)."""
+        with translate_db_errors(), self.engine.connect() as conn, conn.begin():
+            yield SqlTx(conn, self.clock)
+
+    def read_events_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        with self.read() as tx:
+            return tx.events.read_after(seq, limit)
+
+    def event_head(self) -> int:
+        with self.read() as tx:
+            return tx.events.head()
+
+    def ping(self) -> bool:
+        with translate_db_errors(), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True

@@ -1,0 +1,148 @@
+"""SQLAlchemy Core tables. The schema itself is created and changed only by Alembic
+migrations (``store/migrations``); this module mirrors it for queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite needs INTEGER PRIMARY KEY for a rowid alias; PostgreSQL gets a BIGINT identity.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("status", String(16), nullable=False),
+    Column("grants", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("description", String(500), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
+    Column("owner_user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("purpose", String(500), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ceiling", Text, nullable=False),
+    Column("attestation_required", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_reason", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_agents_operator", "operator_id"),
+    Index("ix_agents_owner", "owner_user_id"),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("digest", String(71), nullable=False, unique=True),
+    Column("signature", Text),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_kind", String(16), nullable=False),
+    Column("owner_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("public_jwk", Text),
+    Column("jkt", String(64)),
+    Column("spiffe_id", String(2048)),
+    Column("secret_hash", String(200), unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Index("ix_credentials_owner", "owner_kind", "owner_id"),
+    Index("ix_credentials_jkt", "jkt"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # active | retired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
+    # The public key stays in the JWKS until every token it signed has expired.
+    Column("publish_until", DateTime(timezone=True)),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(80), nullable=False, unique=True),
+    Column("label", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
