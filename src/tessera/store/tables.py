@@ -146,3 +146,55 @@ admin_tokens = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- token service (migration 0002) ---------------------------------------------------------
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("sid", String(32), primary_key=True),
+    Column("jti", String(64), nullable=False, unique=True),
+    Column("token_hash", String(80), nullable=False, unique=True),
+    Column("agent_id", String(32), nullable=False),
+    Column("user_id", String(32)),
+    Column("operator_id", String(32), nullable=False),
+    Column("model_id", String(32)),
+    Column("model_digest", String(71)),
+    Column("parent_sid", String(32)),
+    Column("root_sid", String(32), nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("audience", Text, nullable=False),
+    Column("grant", Text, nullable=False),
+    Column("act", Text),
+    Column("cnf_jkt", String(64)),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_reason", String(200)),
+    Index("ix_sessions_agent", "agent_id"),
+    Index("ix_sessions_user", "user_id"),
+    Index("ix_sessions_root", "root_sid"),
+    Index("ix_sessions_parent", "parent_sid"),
+    Index("ix_sessions_digest", "model_digest"),
+)
+
+session_budgets = Table(
+    "session_budgets",
+    metadata,
+    Column("sid", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("granted", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+)
+
+# Single-use identifiers (client assertion jti, DPoP proof jti, actor token jti, one-shot
+# approval jti): the unique key makes "use once" atomic across nodes.
+replay_jtis = Table(
+    "replay_jtis",
+    metadata,
+    Column("kind", String(24), primary_key=True),
+    Column("jti", String(200), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_replay_expires", "expires_at"),
+)
