@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from tessera.audit.checkpoint import DirectoryCheckpointSink
+from tessera.audit.service import AuditService, AuditSettings
 from tessera.clock import Clock, SystemClock
 from tessera.config import Config
 from tessera.crypto.keyring import KeyRing
-from tessera.crypto.keys import new_kek
+from tessera.crypto.keys import SigningKey, generate_signing_key, new_kek
+from tessera.crypto.nonce import DpopNonceIssuer
 from tessera.errors import ConfigError
 from tessera.identity.admin_tokens import AdminTokens
 from tessera.identity.service import IdentityService, IdentitySettings, StoredUserGrants
 from tessera.store.engine import make_engine, migrate, schema_is_current
+from tessera.store.sql_audit import SqlAuditLedger
 from tessera.store.sql_store import SqlStore
+from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
+from tessera.tokens.issuers import (
+    ACCESS_TOKEN_TYPE,
+    DEV_ISSUER_SUFFIX,
+    JWT_TOKEN_TYPE,
+    TrustedIssuer,
+    TrustedIssuers,
+    load_trusted_issuers,
+)
+from tessera.tokens.service import TokenService
 
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a name, not a secret
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
+DEV_ISSUER_KEY_FILE = "dev-issuer.jwk"
 
 
 @dataclass
@@ -30,6 +48,10 @@ class Tessera:
     keyring: KeyRing
     admin_tokens: AdminTokens
     user_rights: StoredUserGrants
+    tokens: TokenService
+    sessions: SessionAuthority
+    audit: AuditService
+    dev_issuer_key: SigningKey | None = None
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -51,15 +73,67 @@ def build(
             "migrated; run `tessera init`"
         )
     store = SqlStore(engine, clock)
-    identity = IdentityService(store, clock, IdentitySettings(config.agent_max_lifetime_days))
+    kek = config.load_kek()
+    identity = IdentityService(
+        store,
+        clock,
+        IdentitySettings(config.agent_max_lifetime_days),
+        cascade=LifecycleCascade(clock),
+    )
+    keyring = KeyRing(store, clock, kek)
+    issuers = load_trusted_issuers(config.trusted_issuers_file)
+    dev_key = load_dev_issuer_key(config)
+    if dev_key is not None:
+        issuers.append(dev_issuer(config, dev_key))
+    # Nonces are stateless HMACs; every node derives the same key from the shared KEK.
+    nonce_key = hmac.new(kek, b"tessera dpop nonce v1", hashlib.sha256).digest()
+    tokens = TokenService(
+        store,
+        clock,
+        keyring,
+        issuer=config.issuer,
+        trusted=TrustedIssuers(issuers),
+        nonces=DpopNonceIssuer(nonce_key) if config.dpop_nonces else None,
+    )
     return Tessera(
         config=config,
         clock=clock,
         store=store,
         identity=identity,
-        keyring=KeyRing(store, clock, config.load_kek()),
+        keyring=keyring,
         admin_tokens=AdminTokens(store, clock),
         user_rights=StoredUserGrants(store),
+        tokens=tokens,
+        sessions=SessionAuthority(store, clock, keyring, tokens),
+        audit=build_audit(config, clock, engine, keyring),
+        dev_issuer_key=dev_key,
+    )
+
+
+def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) -> AuditService:
+    """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``."""
+    sink = DirectoryCheckpointSink(config.data_dir / "checkpoints")
+    settings = AuditSettings(issuer=config.issuer)
+    return AuditService(SqlAuditLedger(engine), clock, keyring, sink, settings)
+
+
+def load_dev_issuer_key(config: Config) -> SigningKey | None:
+    """The development user-token issuer's key; trusted only in development mode."""
+    path = config.data_dir / DEV_ISSUER_KEY_FILE
+    if not config.dev_mode or not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return SigningKey(kid=data["kid"], alg="ES256", private_jwk=data["jwk"])
+
+
+def dev_issuer(config: Config, key: SigningKey) -> TrustedIssuer:
+    from tessera.crypto.jws import JwksKeys
+
+    return TrustedIssuer(
+        config.issuer + DEV_ISSUER_SUFFIX,
+        JwksKeys([key.public_jwk()]),
+        ("ES256",),
+        frozenset({JWT_TOKEN_TYPE, ACCESS_TOKEN_TYPE}),
     )
 
 
@@ -100,6 +174,12 @@ def initialise(
     kid = app.keyring.ensure_active(config.signing_alg, actor="init")  # type: ignore[arg-type]
     token: str | None = None
     token_file: Path | None = None
+    if config.dev_mode and not (config.data_dir / DEV_ISSUER_KEY_FILE).exists():
+        key = generate_signing_key("ES256")
+        _write_private(
+            config.data_dir / DEV_ISSUER_KEY_FILE,
+            json.dumps({"kid": key.kid, "jwk": key.private_jwk}),
+        )
     if new_admin_token or not app.admin_tokens.any_exist():
         _, token = app.admin_tokens.create("init", actor="init")
         if config.dev_mode:

@@ -33,6 +33,8 @@ class Config:
     agent_max_lifetime_days: int
     max_request_bytes: int
     require_services: bool
+    trusted_issuers_file: Path | None = None
+    dpop_nonces: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,4 +129,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         agent_max_lifetime_days=_int(env, "TESSERA_AGENT_MAX_LIFETIME_DAYS", 365, 1, 3650),
         max_request_bytes=_int(env, "TESSERA_MAX_REQUEST_BYTES", 65536, 1024, 16 * 2**20),
         require_services=_bool(env, "TESSERA_REQUIRE_SERVICES", False),
+        trusted_issuers_file=_path(env, "TESSERA_TRUSTED_ISSUERS"),
+        dpop_nonces=_bool(env, "TESSERA_DPOP_NONCES", False),
     )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file {path}")
+    return path

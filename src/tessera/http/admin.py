@@ -326,3 +326,44 @@ def list_events(
         "next_after": events[-1].seq if events else after,
         "head_consistency_token": encode_consistency_token(head) if head else None,
     }
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+@router.get("/sessions", response_model=list[s.SessionOut])
+def list_sessions(
+    tessera: TesseraDep,
+    _actor: Actor,
+    agent: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[str | None, Query(pattern="^(active|revoked)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return [
+        r.to_dict() for r in tessera.sessions.list_sessions(agent=agent, status=status, limit=limit)
+    ]
+
+
+@router.get("/sessions/{sid}", response_model=s.SessionDetail)
+def get_session(sid: str, tessera: TesseraDep, _actor: Actor) -> dict[str, Any]:
+    rec, budgets, live, reason = tessera.sessions.get_session(sid)
+    return {**rec.to_dict(), "budgets_remaining": budgets, "live": live, "live_reason": reason}
+
+
+@router.post("/sessions/{sid}/revoke", response_model=s.SessionsRevoked)
+def revoke_session(
+    sid: str, body: s.StatusChange, tessera: TesseraDep, actor: Actor
+) -> dict[str, Any]:
+    """Revoke a session and its whole delegation subtree."""
+    revoked = tessera.sessions.revoke_session(sid, body.reason or "revoked by admin", actor=actor)
+    return {"revoked": revoked}
+
+
+@router.post("/operators/{ref}/keys", status_code=201, response_model=s.CredentialOut)
+def add_operator_key(
+    ref: str, body: s.OperatorKeyCreate, tessera: TesseraDep, actor: Actor, response: Response
+) -> dict[str, Any]:
+    """Register an operator's public key (it signs model attestations)."""
+    w = tessera.identity.add_operator_key(ref, body.jwk.model_dump(exclude_none=True), actor=actor)
+    _ct(response, w)
+    return w.value.to_dict()

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tessera import __version__
 from tessera.app import Tessera
 from tessera.errors import PayloadTooLarge, TesseraError
-from tessera.http import admin
+from tessera.http import admin, oauth
 from tessera.http.problems import install_problem_handlers, problem
 from tessera.http.schemas import Health
 
@@ -82,6 +82,10 @@ def create_app(tessera: Tessera) -> FastAPI:
     app.state.tessera = tessera
     install_problem_handlers(app)
     app.include_router(admin.router)
+    from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
+
+    audit.install(app, tessera)
+    oauth.install(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:

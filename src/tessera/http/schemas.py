@@ -226,3 +226,39 @@ class EventPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class SessionOut(BaseModel):
+    sid: str
+    jti: str
+    agent_id: str
+    user_id: str | None
+    operator_id: str
+    model_id: str | None
+    model_digest: str | None
+    parent_sid: str | None
+    root_sid: str
+    depth: int
+    audience: list[str]
+    authorization_details: dict[str, Any]
+    act: dict[str, Any] | None
+    cnf_jkt: str | None
+    issued_at: str | None
+    expires_at: str | None
+    status: Literal["active", "revoked"]
+    revoked_at: str | None
+    revoked_reason: str | None
+
+
+class SessionDetail(SessionOut):
+    budgets_remaining: dict[str, int]
+    live: bool
+    live_reason: str
+
+
+class SessionsRevoked(BaseModel):
+    revoked: list[str]
+
+
+class OperatorKeyCreate(Strict):
+    jwk: PublicJwk

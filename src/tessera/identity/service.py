@@ -7,6 +7,7 @@ changed record with the consistency token of its commit.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -37,6 +38,7 @@ from tessera.identity.ports import IdentityStore, IdentityTx
 from tessera.ids import is_valid_name, new_id
 
 T = TypeVar("T")
+LifecycleHook = Callable[[Any, str, str, dict[str, Any]], None]
 
 _SPIFFE = re.compile(r"^spiffe://[a-z0-9.-]{1,255}(/[A-Za-z0-9._~!$&'()*+,;=:@%-]{1,255}){0,32}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -100,11 +102,25 @@ def _name(value: str, where: str) -> str:
 
 class IdentityService:
     def __init__(
-        self, store: IdentityStore, clock: Clock, settings: IdentitySettings | None = None
+        self,
+        store: IdentityStore,
+        clock: Clock,
+        settings: IdentitySettings | None = None,
+        cascade: LifecycleHook | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._settings = settings or IdentitySettings()
+        # Called inside the same transaction as a change that ends sessions, so the change
+        # and its consequences commit together (the token service revokes sessions here).
+        self._cascade = cascade
+
+    def _emit(
+        self, tx: IdentityTx, event: str, subject: str, payload: dict[str, Any], actor: str
+    ) -> None:
+        tx.events.append(event, subject, payload, actor)
+        if self._cascade is not None:
+            self._cascade(tx, event, subject, payload)
 
     # -- operators -------------------------------------------------------------------
 
@@ -157,7 +173,7 @@ class IdentityService:
             kind = (
                 "operator.suspended" if status == OperatorStatus.SUSPENDED else ("operator.resumed")
             )
-            tx.events.append(kind, op.id, {"agents": agents, "reason": reason}, actor)
+            self._emit(tx, kind, op.id, {"agents": agents, "reason": reason}, actor)
             updated = replace(op, status=status, updated_at=now)
         return Written(updated, tx.consistency_token)
 
@@ -205,7 +221,7 @@ class IdentityService:
                     f"user {user.username!r} is already disabled", code="invalid_transition"
                 )
             tx.users.set_status(user.id, UserStatus.DISABLED, now)
-            tx.events.append("user.disabled", user.id, {"username": user.username}, actor)
+            self._emit(tx, "user.disabled", user.id, {"username": user.username}, actor)
         return Written(
             replace(user, status=UserStatus.DISABLED, updated_at=now), tx.consistency_token
         )
@@ -354,8 +370,8 @@ class IdentityService:
             if model.status == ModelStatus.REVOKED:
                 raise Conflict("model is already revoked", code="invalid_transition")
             tx.models.set_status(model.id, ModelStatus.REVOKED, now)
-            tx.events.append(
-                "model.revoked", model.id, {"digest": model.digest, "reason": reason}, actor
+            self._emit(
+                tx, "model.revoked", model.id, {"digest": model.digest, "reason": reason}, actor
             )
         return Written(
             replace(model, status=ModelStatus.REVOKED, updated_at=now), tx.consistency_token
@@ -517,6 +533,21 @@ class IdentityService:
             )
         return Written(cred, tx.consistency_token)
 
+    def add_operator_key(self, ref: str, jwk: dict[str, Any], *, actor: str) -> Written[Credential]:
+        """Register an operator's public key; it signs model attestations (DESIGN flow A)."""
+        now = self._clock.now()
+        with self._store.write() as tx:
+            op = self._operator(tx, ref)
+            cred = self._jwk_credential("operator", op.id, jwk, None, now)
+            tx.credentials.add(cred)
+            tx.events.append(
+                "credential.added",
+                cred.id,
+                {"owner_kind": "operator", "owner_id": op.id, "kind": "jwk"},
+                actor,
+            )
+        return Written(cred, tx.consistency_token)
+
     def list_credentials(self, owner_kind: str, ref: str) -> list[Credential]:
         with self._store.read() as tx:
             if owner_kind == "agent":
@@ -590,7 +621,7 @@ class IdentityService:
                 payload["credentials_disabled"] = tx.credentials.disable_all_for(
                     "agent", agent.id, now
                 )
-            tx.events.append(event, agent.id, payload, actor)
+            self._emit(tx, event, agent.id, payload, actor)
         return Written(
             replace(agent, status=target, status_reason=reason, updated_at=now),
             tx.consistency_token,

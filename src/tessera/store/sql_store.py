@@ -21,7 +21,9 @@ from tessera.store.sql_identity import (
     SqlServiceRepo,
     SqlUserRepo,
 )
+from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_keys import SqlAdminTokenRepo, SqlSigningKeyRepo
+from tessera.store.sql_sessions import SqlReplayCache, SqlSessionRepo
 
 MAX_EVENT_PAYLOAD = 16384
 
@@ -54,6 +56,8 @@ class SqlEventLog:
         if self._c.dialect.name == "postgresql":
             # A hint for tailing nodes, delivered at commit; never the data itself.
             self._c.execute(text("SELECT pg_notify('tessera_events', :s)"), {"s": str(seq)})
+        # Every state change is also evidence, in the same transaction (audit outbox).
+        SqlAuditOutbox(self._c, self._clock).append_event(type, subject, payload, actor)
         self.last_seq = seq
         return seq
 
@@ -83,7 +87,10 @@ class SqlTx:
         self.credentials = SqlCredentialRepo(conn)
         self.signing_keys = SqlSigningKeyRepo(conn)
         self.admin_tokens = SqlAdminTokenRepo(conn)
+        self.sessions = SqlSessionRepo(conn)
+        self.replay = SqlReplayCache(conn)
         self.events = SqlEventLog(conn, clock)
+        self.audit = SqlAuditOutbox(conn, clock)
         self.consistency_token: str | None = None
 
 

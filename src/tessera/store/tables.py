@@ -198,3 +198,50 @@ replay_jtis = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_replay_expires", "expires_at"),
 )
+
+# -- audit ledger (migration 0003) ----------------------------------------------------------
+
+# Entries written in the same transaction as the state change they describe; the chainer
+# moves them into ``audit_ledger``. Rows cannot be changed, and a row can be deleted only
+# once the ledger holds it (triggers in migration 0003).
+audit_outbox = Table(
+    "audit_outbox",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# Append-only (UPDATE, DELETE and TRUNCATE are refused by triggers). ``body`` holds the exact
+# canonical bytes that were hashed; the other columns are copies for filtering.
+audit_ledger = Table(
+    "audit_ledger",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("principal", Text),
+    Column("agent_id", Text),
+    Column("session_id", Text),
+    Column("user_id", Text),
+    Column("outbox_id", BigInteger),
+    Column("body", LargeBinary, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_time", "time"),
+    Index("ix_audit_type", "event_type"),
+    Index("ix_audit_agent", "agent_id"),
+    Index("ix_audit_session", "session_id"),
+    Index("ix_audit_user", "user_id"),
+    Index("ux_audit_outbox", "outbox_id", unique=True),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tree_size", SeqType, primary_key=True, autoincrement=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("jws", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -25,6 +25,7 @@ OAuthErrorCode = Literal[
     "invalid_authorization_details",
     "invalid_dpop_proof",
     "use_dpop_nonce",
+    "unsupported_token_type",
 ]
 
 # Status codes at the token endpoint. RFC 6749 §5.2 uses 400 for everything except a failed
@@ -41,6 +42,7 @@ OAUTH_ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_authorization_details": 400,
     "invalid_dpop_proof": 400,
     "use_dpop_nonce": 400,
+    "unsupported_token_type": 400,  # RFC 7009 §2.2.1
 }
 
 _DEFAULT_DESCRIPTION: Final[dict[str, str]] = {
@@ -54,6 +56,7 @@ _DEFAULT_DESCRIPTION: Final[dict[str, str]] = {
     "invalid_authorization_details": "The authorization details are invalid",
     "invalid_dpop_proof": "The DPoP proof is invalid",
     "use_dpop_nonce": "A DPoP nonce is required",
+    "unsupported_token_type": "The token type is not supported",
 }
 
 MAX_DESCRIPTION_LENGTH: Final = 300
