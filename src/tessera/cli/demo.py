@@ -68,6 +68,9 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         },
         actor=actor,
     )
+    op_key = generate_signing_key("ES256")
+    ident.add_operator_key(DEMO_OPERATOR, op_key.public_jwk(), actor=actor)
+    _write_key(key_dir / f"{DEMO_OPERATOR}-operator.jwk", {**op_key.private_jwk, "kid": op_key.kid})
     ident.register_model(DEMO_OPERATOR, "acme-llm", "2026.11", DEMO_MODEL_DIGEST, actor=actor)
     created = []
     for name, owner, purpose, ceiling in [
@@ -113,6 +116,8 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         _write_key(
             key_dir / f"{name}.jwk", {**key.private_jwk, "kid": key.kid, "client_id": reg.agent.id}
         )
+        dpop = generate_signing_key("ES256")  # the agent's DPoP key, separate from its id key
+        _write_key(key_dir / f"{name}.dpop.jwk", {**dpop.private_jwk, "kid": dpop.kid})
         created.append(reg.agent.id)
     gw_key = generate_signing_key("ES256")
     ident.register_service(

@@ -634,7 +634,11 @@ def events_list(
 
 
 def _register_extra_commands() -> None:
-    from tessera.cli import demo  # noqa: F401 - registers `demo` and `dev` groups
+    from tessera.cli import (
+        demo,  # noqa: F401 - registers `demo` and `dev` groups
+        sessions,  # noqa: F401 - registers `session`, dev token helpers
+    )
+    from tessera.cli import audit  # noqa: F401 - registers the `audit` group
 
 
 def main() -> None:

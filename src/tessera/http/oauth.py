@@ -60,6 +60,8 @@ async def _read_form(request: Request) -> tuple[dict[str, str], tuple[str, ...]]
 def _error(exc: TesseraError, tessera: Tessera) -> JSONResponse:
     headers = dict(_NO_STORE)
     if isinstance(exc, OAuthError):
+        # The precise reason is for operators (and the audit ledger), never the client.
+        log.info("oauth %s: %s", exc.error, exc.detail or exc.error_description)
         body: dict[str, Any] = {"error": exc.error}
         if exc.error_description:
             body["error_description"] = exc.error_description
