@@ -4,6 +4,7 @@ have expired (``tessera keys rotate``). Private keys are sealed with the KEK at 
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from tessera.crypto.keys import (
 )
 from tessera.errors import Conflict, Unavailable
 
+CACHE_SECONDS = 5.0
 # A retired key stays in the JWKS for the longest token lifetime plus clock skew.
 MAX_TOKEN_LIFETIME = timedelta(seconds=3600)
 CLOCK_SKEW = timedelta(seconds=60)
@@ -78,12 +80,18 @@ class KeyStore(Protocol):
 
 
 class KeyRing:
-    def __init__(self, store: KeyStore, clock: Clock, kek: bytes) -> None:
+    def __init__(self, store: KeyStore, clock: Clock, kek: bytes,
+                 cache_seconds: float = CACHE_SECONDS) -> None:
         self._store = store
         self._clock = clock
         self._kek = kek
         self._lock = threading.Lock()
+        self._cache_seconds = cache_seconds
         self._active: SigningKey | None = None
+        self._active_at = 0.0
+        self._jwks: dict[str, Any] | None = None
+        self._jwks_at = 0.0
+        self._last_refresh = 0.0
 
     def list(self) -> list[KeyRecord]:
         with self._store.read() as tx:
@@ -113,14 +121,18 @@ class KeyRing:
                     retired.append(old.kid)
             tx.signing_keys.add(rec)
             tx.events.append("key.rotated", key.kid, {"alg": alg, "retired": retired}, actor)
-        with self._lock:
-            self._active = None
+        self.invalidate()
         return rec
 
+    # Reads are cached for a few seconds so hot paths never take a second database
+    # connection while a transaction holds one; another node's rotation is seen within
+    # ``cache_seconds`` (its retired key stays published far longer than that).
+
     def active_key(self) -> SigningKey:
-        """The decrypted active signing key (cached; refreshed after rotation here)."""
+        """The decrypted active signing key (cached; refreshed after rotation)."""
+        now = time.monotonic()
         with self._lock:
-            if self._active is not None:
+            if self._active is not None and now - self._active_at < self._cache_seconds:
                 return self._active
         active = [r for r in self.list() if r.status == "active"]
         if not active:
@@ -128,19 +140,42 @@ class KeyRing:
         rec = active[-1]
         key = open_private_key(rec.sealed, self._kek, rec.kid)
         with self._lock:
-            self._active = key
+            self._active, self._active_at = key, now
         return key
 
     def invalidate(self) -> None:
         with self._lock:
             self._active = None
+            self._jwks = None
 
     def jwks(self) -> dict[str, Any]:
         """RFC 7517 JWK Set of every published public key: the active key first."""
+        mono = time.monotonic()
+        with self._lock:
+            if self._jwks is not None and mono - self._jwks_at < self._cache_seconds:
+                return self._jwks
         now = self._clock.now()
         recs = [r for r in self.list() if r.published_at(now)]
         recs.sort(key=lambda r: (r.status != "active", -r.created_at.timestamp()))
-        return public_jwks([r.public_jwk for r in recs])
+        doc = public_jwks([r.public_jwk for r in recs])
+        with self._lock:
+            self._jwks, self._jwks_at = doc, mono
+        return doc
+
+    def lookup(self, kid: str | None, alg: str) -> dict[str, Any] | None:
+        """A ``KeyLookup`` over Tessera's own published keys. An unknown ``kid`` refreshes the
+        cache at most once a second (a key rotated on another node)."""
+        found = _find(self.jwks(), kid)
+        if found is None and kid is not None:
+            mono = time.monotonic()
+            with self._lock:
+                stale = mono - self._last_refresh >= 1.0
+                if stale:
+                    self._last_refresh = mono
+                    self._jwks = None
+            if stale:
+                found = _find(self.jwks(), kid)
+        return found
 
     def _record(self, key: SigningKey) -> KeyRecord:
         if not key.kid:
@@ -155,3 +190,10 @@ class KeyRing:
             None,
             None,
         )
+
+
+def _find(jwks: dict[str, Any], kid: str | None) -> dict[str, Any] | None:
+    keys = jwks.get("keys", [])
+    if kid is None:
+        return dict(keys[0]) if len(keys) == 1 else None
+    return next((dict(k) for k in keys if k.get("kid") == kid), None)

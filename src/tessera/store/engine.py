@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool
 
 from tessera.errors import Conflict, StoreUnavailable, TesseraError
@@ -27,7 +28,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 EVENT_LOCK_ID = 0x7E55E7A  # pg_advisory_xact_lock key for the event log
 
 
-def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, schema: str | None = None, pool_size: int = 20) -> Engine:
     """Create an engine with Tessera's connection settings for the URL's backend."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -38,6 +39,7 @@ def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> 
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            pool_timeout=10,
         )
         _configure_sqlite(engine)
         return engine
@@ -50,6 +52,7 @@ def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> 
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_timeout=10,
     )
 
 
@@ -118,6 +121,8 @@ def translate_db_errors() -> Iterator[None]:
         ) from exc
     except OperationalError as exc:
         raise StoreUnavailable(detail=str(exc.orig)[:500]) from exc
+    except PoolTimeoutError as exc:
+        raise StoreUnavailable(detail="connection pool exhausted") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable(detail=str(exc.orig)[:500]) from exc

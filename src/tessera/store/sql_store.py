@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -13,6 +14,7 @@ from tessera.clock import Clock, utc
 from tessera.signals.events import Event, encode_consistency_token
 from tessera.store import tables as t
 from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
+from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_identity import (
     SqlAgentRepo,
     SqlCredentialRepo,
@@ -21,7 +23,6 @@ from tessera.store.sql_identity import (
     SqlServiceRepo,
     SqlUserRepo,
 )
-from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_keys import SqlAdminTokenRepo, SqlSigningKeyRepo
 from tessera.store.sql_sessions import SqlReplayCache, SqlSessionRepo
 
@@ -100,6 +101,10 @@ class SqlStore:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
+        # SQLite has one writer at a time. Threads of this process queue on a lock instead of
+        # polling in SQLite's busy handler (whose sleeps create convoys under load); other
+        # processes (the CLI) still wait through busy_timeout.
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def backend(self) -> str:
@@ -109,7 +114,7 @@ class SqlStore:
     def write(self) -> Iterator[SqlTx]:
         """A write transaction. On success every change and its events commit together and
         ``tx.consistency_token`` names the last event; on any error nothing is written."""
-        with translate_db_errors(), self.engine.connect() as raw:
+        with self._writer or nullcontext(), translate_db_errors(), self.engine.connect() as raw:
             conn = raw.execution_options(tessera_write=True)
             tx = SqlTx(conn, self.clock)
             with conn.begin():

@@ -38,7 +38,7 @@ class SessionAuthority:
     ) -> tuple[dict[str, Any], SessionRecord] | None:
         try:
             _, claims = read_session_token(
-                token, jwks=self._keyring.jwks(), issuer=self._tokens.issuer, now=now.timestamp()
+                token, keys=self._keyring.lookup, issuer=self._tokens.issuer, now=now.timestamp()
             )
         except OAuthError:
             return None

@@ -8,7 +8,7 @@ from typing import Any
 
 from tessera.crypto.dpop import DpopProof, verify_proof
 from tessera.crypto.errors import DpopNonceRequired, DpopProofInvalid, JwksInvalid, TokenInvalid
-from tessera.crypto.jws import JwksKeys, verify_jwt
+from tessera.crypto.jws import KeyLookup, verify_jwt
 from tessera.crypto.nonce import DpopNonceIssuer
 from tessera.tokens.claims import SessionClaims, SessionClaimsError, parse_session_claims
 from tessera.tokens.oauth_errors import OAuthError
@@ -59,13 +59,13 @@ def check_dpop(
 
 
 def read_session_token(
-    token: str, *, jwks: dict[str, Any], issuer: str, now: float
+    token: str, *, keys: KeyLookup, issuer: str, now: float
 ) -> tuple[SessionClaims, dict[str, Any]]:
     """Verify a Tessera session token's signature and claims (not its stored state)."""
     try:
         verified = verify_jwt(
             token,
-            keys=JwksKeys.from_jwks(jwks),
+            keys=keys,
             algorithms=SIGNING_ALGS,
             typ=ACCESS_TOKEN_TYP,
             issuer=issuer,

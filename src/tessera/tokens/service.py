@@ -301,7 +301,7 @@ class TokenService:
         """DESIGN flow C: the parent sends; the child is named by its signed actor token."""
         parent_token = req.form.get("subject_token") or ""
         parent, _ = read_session_token(
-            parent_token, jwks=self._keyring.jwks(), issuer=self.issuer, now=now.timestamp()
+            parent_token, keys=self._keyring.lookup, issuer=self.issuer, now=now.timestamp()
         )
         record = tx.sessions.find_by_token_hash(hash_token(parent_token))
         if record is None or not self.session_is_live(tx, record, now)[0]:
