@@ -179,6 +179,12 @@ class SqlReplayCache:
             return False
         return True
 
+    def use_all(self, items: list[tuple[str, str, datetime]]) -> bool:
+        return _use_all(self._c, items)
+
+    def used(self, items: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
+        return _used(self._c, items)
+
     def purge_expired(self, now: datetime) -> int:
         result = self._c.execute(delete(t.replay_jtis).where(t.replay_jtis.c.expires_at < now))
         return int(result.rowcount or 0)
@@ -207,3 +213,31 @@ def _row(r: Row[Any]) -> SessionRecord:
         revoked_at=utc(r.revoked_at) if r.revoked_at else None,
         revoked_reason=r.revoked_reason,
     )
+
+
+def _use_all(conn: Connection, items: list[tuple[str, str, datetime]]) -> bool:
+    """Insert every (kind, jti, expires_at) in one statement; False if any was used."""
+    if not items:
+        return True
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                t.replay_jtis.insert(),
+                [{"kind": k, "jti": j, "expires_at": e} for k, j, e in items],
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def _used(conn: Connection, items: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
+    found = []
+    for kind, jti, _ in items:
+        row = conn.execute(
+            select(t.replay_jtis.c.jti).where(
+                t.replay_jtis.c.kind == kind, t.replay_jtis.c.jti == jti
+            )
+        ).first()
+        if row is not None:
+            found.append((kind, jti))
+    return found

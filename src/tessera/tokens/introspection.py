@@ -50,8 +50,10 @@ class SessionAuthority:
     def introspect(self, form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
         """RFC 7662 §2: only services with the ``introspect`` scope may ask."""
         now = self._clock.now()
-        with self._store.write() as tx:
+        with self._store.write() as raw:
+            tx = self._tokens.view(raw)
             caller = self._tokens.authenticate(tx, form, authorization)
+            tx.flush()
             _require_scope(caller, "introspect")
             token = form.get("token")
             if not token:
@@ -77,8 +79,10 @@ class SessionAuthority:
         """RFC 7009 §2: the client a token was issued to (or an ancestor in its delegation
         chain) may revoke it; an unknown or invalid token is not an error (§2.2)."""
         now = self._clock.now()
-        with self._store.write() as tx:
+        with self._store.write() as raw:
+            tx = self._tokens.view(raw)
             caller = self._tokens.authenticate(tx, form, authorization)
+            tx.flush()
             token = form.get("token")
             if not token:
                 raise OAuthError("invalid_request", "token is required")
@@ -96,7 +100,7 @@ class SessionAuthority:
                     {"sessions": revoked, "reason": "revoked by client"},
                     caller.client_id,
                 )
-            return revoked
+            return list(revoked)
 
     @staticmethod
     def _chain_clients(tx: TokenTx, rec: SessionRecord) -> set[str]:
@@ -120,7 +124,7 @@ class SessionAuthority:
                 tx.events.append(
                     "session.revoked", sid, {"sessions": revoked, "reason": reason}, actor
                 )
-            return revoked
+            return list(revoked)
 
     def list_sessions(
         self, *, agent: str | None = None, status: str | None = None, limit: int = 100
@@ -132,7 +136,7 @@ class SessionAuthority:
                 if a is None:
                     raise NotFound(f"no agent {agent!r}")
                 agent_id = a.id
-            return tx.sessions.query(agent_id=agent_id, status=status, limit=limit)
+            return list(tx.sessions.query(agent_id=agent_id, status=status, limit=limit))
 
     def get_session(self, sid: str) -> tuple[SessionRecord, dict[str, int], bool, str]:
         now = self._clock.now()

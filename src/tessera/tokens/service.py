@@ -23,6 +23,7 @@ from tessera.tokens.delegation import derive_child_grant
 from tessera.tokens.grant import SessionGrant, compute_session_grant
 from tessera.tokens.issuers import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TrustedIssuers
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.cache import CachedIdentity, IdentityCache
 from tessera.tokens.ports import TokenStore, TokenTx
 from tessera.tokens.proofs import ACCESS_TOKEN_TYP, check_dpop, read_session_token
 from tessera.tokens.rar import parse_session_request
@@ -66,6 +67,11 @@ class TokenService:
         self.token_endpoint = f"{issuer}/oauth/token"
         self._trusted = trusted
         self.nonces = nonces
+        self._cache = IdentityCache(on_key_change=keyring.invalidate)
+
+    def view(self, raw_tx: Any) -> CachedIdentity:
+        """The request's identity reads (memory first) over its write transaction."""
+        return self._cache.view(raw_tx)
 
     # -- helpers bound to one transaction ----------------------------------------------
 
@@ -101,7 +107,8 @@ class TokenService:
         if grant_type not in (CLIENT_CREDENTIALS, TOKEN_EXCHANGE):
             raise OAuthError("unsupported_grant_type", "grant_type not supported")
         now = self._clock.now()
-        with self._store.write() as tx:
+        with self._store.write() as raw:
+            tx = self._cache.view(raw)
             client = self.authenticate(tx, req.form, req.authorization)
             if client.kind == "service":
                 if grant_type != CLIENT_CREDENTIALS:
@@ -132,7 +139,7 @@ class TokenService:
         return resp
 
     def _service_token(
-        self, tx: TokenTx, client: AuthenticatedClient, req: TokenRequest, now: datetime
+        self, tx: CachedIdentity, client: AuthenticatedClient, req: TokenRequest, now: datetime
     ) -> TokenResponse:
         svc = client.service
         assert svc is not None  # noqa: S101
@@ -152,6 +159,7 @@ class TokenService:
             "scope": " ".join(scopes),
             "token_use": "service",
         }
+        tx.flush()
         token = sign_jwt(claims, self._keyring.active_key(), typ=ACCESS_TOKEN_TYP)
         tx.events.append(
             "service_token.issued", svc.id, {"jti": claims["jti"], "scope": claims["scope"]}, svc.id
@@ -179,7 +187,7 @@ class TokenService:
             lifetime=lifetime,
         )
 
-    def _check_audience(self, tx: TokenTx, grant: SessionGrant) -> None:
+    def _check_audience(self, tx: CachedIdentity, grant: SessionGrant) -> None:
         for aud in grant.audience:
             if aud.startswith(("https://", "http://")):
                 continue
@@ -192,7 +200,7 @@ class TokenService:
 
     def _model(
         self,
-        tx: TokenTx,
+        tx: CachedIdentity,
         client_agent: Any,
         form: Mapping[str, str],
         bound_jkt: str | None,
@@ -227,7 +235,7 @@ class TokenService:
 
     def _root_session(
         self,
-        tx: TokenTx,
+        tx: CachedIdentity,
         client: AuthenticatedClient,
         req: TokenRequest,
         dpop_jkt: str | None,
@@ -264,7 +272,7 @@ class TokenService:
 
     def _on_behalf_of(
         self,
-        tx: TokenTx,
+        tx: CachedIdentity,
         client: AuthenticatedClient,
         req: TokenRequest,
         dpop_jkt: str | None,
@@ -292,7 +300,7 @@ class TokenService:
 
     def _delegate(
         self,
-        tx: TokenTx,
+        tx: CachedIdentity,
         client: AuthenticatedClient,
         req: TokenRequest,
         dpop_jkt: str | None,
@@ -371,7 +379,7 @@ class TokenService:
 
     def _issue(
         self,
-        tx: TokenTx,
+        tx: CachedIdentity,
         grant: SessionGrant,
         *,
         subject: str,
@@ -384,6 +392,7 @@ class TokenService:
         now: datetime,
         carve: Mapping[str, int] | None,
     ) -> TokenResponse:
+        tx.flush()  # every single-use id of the request, in one statement
         sid, jti = new_id("session"), new_id("session").replace("ses_", "jti_")
         iat = int(now.timestamp())
         claims = build_session_claims(
@@ -450,7 +459,9 @@ class TokenService:
 
     # -- live state --------------------------------------------------------------------
 
-    def session_is_live(self, tx: TokenTx, rec: SessionRecord, now: datetime) -> tuple[bool, str]:
+    def session_is_live(
+        self, tx: TokenTx, rec: SessionRecord, now: datetime
+    ) -> tuple[bool, str]:
         """Is the stored session usable right now? Checks every layer, not just ``exp``."""
         if rec.status != "active":
             return False, f"session {rec.status}"
@@ -473,5 +484,5 @@ class TokenService:
         return True, "active"
 
     def purge_replay_cache(self) -> int:
-        with self._store.write() as tx:
-            return tx.replay.purge_expired(self._clock.now() - timedelta(seconds=60))
+        with self._store.write() as raw:
+            return int(raw.replay.purge_expired(self._clock.now() - timedelta(seconds=60)))

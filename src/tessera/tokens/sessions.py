@@ -95,4 +95,8 @@ class ReplayCache(Protocol):
     def use_once(self, kind: str, jti: str, expires_at: datetime) -> bool:
         """Record ``jti`` as used; False when it was already used (atomic across nodes)."""
 
+    def use_all(self, items: list[tuple[str, str, datetime]]) -> bool:
+        """Record every (kind, jti, expires_at) in one statement; False if any was used."""
+
+    def used(self, items: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]: ...
     def purge_expired(self, now: datetime) -> int: ...
