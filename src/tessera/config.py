@@ -35,6 +35,7 @@ class Config:
     require_services: bool
     trusted_issuers_file: Path | None = None
     dpop_nonces: bool = False
+    spiffe_bundles_file: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,6 +132,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         require_services=_bool(env, "TESSERA_REQUIRE_SERVICES", False),
         trusted_issuers_file=_path(env, "TESSERA_TRUSTED_ISSUERS"),
         dpop_nonces=_bool(env, "TESSERA_DPOP_NONCES", False),
+        spiffe_bundles_file=_path(env, "TESSERA_SPIFFE_BUNDLES"),
     )
 
 

@@ -351,6 +351,10 @@ class SqlCredentialRepo:
         )
         return [self._row(r) for r in self._c.execute(q)]
 
+    def find_by_spiffe_id(self, spiffe_id: str) -> list[Credential]:
+        rows = self._c.execute(select(t.credentials).where(t.credentials.c.spiffe_id == spiffe_id))
+        return [self._row(r) for r in rows]
+
     def find_by_secret_hash(self, secret_hash: str) -> Credential | None:
         row = self._c.execute(
             select(t.credentials).where(t.credentials.c.secret_hash == secret_hash)

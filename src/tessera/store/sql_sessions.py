@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tessera.clock import utc
 from tessera.store import tables as t
+from tessera.store.fastsql import insert_replay, insert_session
 from tessera.tokens.sessions import SessionRecord
 
 MAX_SUBTREE = 10_000
@@ -22,36 +23,30 @@ class SqlSessionRepo:
         self._c = conn
 
     def add(self, rec: SessionRecord, budgets: Mapping[str, int]) -> None:
-        self._c.execute(
-            t.sessions.insert().values(
-                sid=rec.sid,
-                jti=rec.jti,
-                token_hash=rec.token_hash,
-                agent_id=rec.agent_id,
-                user_id=rec.user_id,
-                operator_id=rec.operator_id,
-                model_id=rec.model_id,
-                model_digest=rec.model_digest,
-                parent_sid=rec.parent_sid,
-                root_sid=rec.root_sid,
-                depth=rec.depth,
-                audience=json.dumps(list(rec.audience)),
-                grant=json.dumps(dict(rec.grant), sort_keys=True),
-                act=json.dumps(rec.act) if rec.act is not None else None,
-                cnf_jkt=rec.cnf_jkt,
-                issued_at=rec.issued_at,
-                expires_at=rec.expires_at,
-                status=rec.status,
-            )
+        insert_session(
+            self._c,
+            {
+                "sid": rec.sid,
+                "jti": rec.jti,
+                "token_hash": rec.token_hash,
+                "agent_id": rec.agent_id,
+                "user_id": rec.user_id,
+                "operator_id": rec.operator_id,
+                "model_id": rec.model_id,
+                "model_digest": rec.model_digest,
+                "parent_sid": rec.parent_sid,
+                "root_sid": rec.root_sid,
+                "depth": rec.depth,
+                "audience": json.dumps(list(rec.audience)),
+                "grant": dict(rec.grant),
+                "act": rec.act,
+                "cnf_jkt": rec.cnf_jkt,
+                "issued_at": rec.issued_at,
+                "expires_at": rec.expires_at,
+                "status": rec.status,
+            },
+            budgets,
         )
-        if budgets:
-            self._c.execute(
-                t.session_budgets.insert(),
-                [
-                    {"sid": rec.sid, "name": name, "granted": amount, "remaining": amount}
-                    for name, amount in sorted(budgets.items())
-                ],
-            )
 
     def get(self, sid: str) -> SessionRecord | None:
         row = self._c.execute(select(t.sessions).where(t.sessions.c.sid == sid)).first()
@@ -219,15 +214,7 @@ def _use_all(conn: Connection, items: list[tuple[str, str, datetime]]) -> bool:
     """Insert every (kind, jti, expires_at) in one statement; False if any was used."""
     if not items:
         return True
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                t.replay_jtis.insert(),
-                [{"kind": k, "jti": j, "expires_at": e} for k, j, e in items],
-            )
-    except IntegrityError:
-        return False
-    return True
+    return not insert_replay(conn, items)
 
 
 def _used(conn: Connection, items: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ MAX_ENTRIES = 100_000
 
 
 class _EventSource(Protocol):
-    def read_after(self, seq: int, limit: int = 1000) -> list[Any]: ...
+    def types_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str]]: ...
     def head(self) -> int: ...
 
 
@@ -43,14 +43,14 @@ class IdentityCache:
                 if self._version < 0:
                     self._version = head
                 return self._version
-        batch = events.read_after(version, MAX_EVENTS_PER_SYNC)
+        batch = events.types_after(version, MAX_EVENTS_PER_SYNC)
         if not batch:
             return version
         changed = len(batch) >= MAX_EVENTS_PER_SYNC or any(
-            e.type.startswith(IDENTITY_EVENT_PREFIXES) for e in batch
+            kind.startswith(IDENTITY_EVENT_PREFIXES) for _, kind in batch
         )
-        keys_changed = any(e.type.startswith("key.") for e in batch)
-        new_version = batch[-1].seq
+        keys_changed = any(kind.startswith("key.") for _, kind in batch)
+        new_version = batch[-1][0]
         with self._lock:
             if new_version > self._version:
                 if changed:
@@ -108,6 +108,9 @@ class _Credentials:
             lambda: tuple(self._view.tx.credentials.list_for(owner_kind, owner_id)),
         )
         return list(value or ())
+
+    def find_by_spiffe_id(self, spiffe_id: str) -> list[Credential]:
+        return list(self._view.tx.credentials.find_by_spiffe_id(spiffe_id))
 
 
 class CachedIdentity:

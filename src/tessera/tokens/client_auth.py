@@ -35,6 +35,7 @@ from tessera.identity.model import (
 from tessera.tokens.oauth_errors import OAuthError
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 CLIENT_ALGS = ("ES256", "EdDSA")
 MAX_ASSERTION_LIFETIME = 300 + 60  # seconds an assertion may be valid into the future
 
@@ -63,6 +64,8 @@ class ClientDirectory:
     credentials_of: Callable[[str, str], list[Credential]]
     agent_usable: Callable[[Agent], bool]
     use_jti_once: Callable[[str, datetime], bool]
+    find_agent_by_spiffe_id: Callable[[str], Agent | None] | None = None
+    spiffe_bundles: Any = None
 
 
 def _active_jwks(creds: list[Credential], now: datetime) -> list[dict[str, Any]]:
@@ -109,6 +112,14 @@ def authenticate(
     if assertion is not None:
         if authorization:
             raise _fail("more than one client authentication method")
+        if form.get("client_assertion_type") == JWT_SPIFFE:
+            return _jwt_svid(
+                assertion,
+                form.get("client_id"),
+                directory=directory,
+                audiences=(issuer, token_endpoint),
+                now=now,
+            )
         if form.get("client_assertion_type") != JWT_BEARER:
             raise _fail("unsupported client_assertion_type")
         return _private_key_jwt(
@@ -124,6 +135,26 @@ def authenticate(
             authorization[6:], form.get("client_id"), directory=directory, now=now
         )
     raise _fail("no client authentication")
+
+
+def _jwt_svid(
+    svid: str,
+    form_client_id: str | None,
+    *,
+    directory: ClientDirectory,
+    audiences: tuple[str, str],
+    now: datetime,
+) -> AuthenticatedClient:
+    if not directory.spiffe_bundles or directory.find_agent_by_spiffe_id is None:
+        raise _fail("SPIFFE client authentication is not configured")
+    spiffe_id = directory.spiffe_bundles.verify(svid, audiences=audiences, now=now.timestamp())
+    agent = directory.find_agent_by_spiffe_id(spiffe_id)
+    if agent is None:
+        raise _fail(f"no agent registered with {spiffe_id}")
+    if form_client_id is not None and form_client_id != agent.id:
+        raise _fail("client_id does not match the SPIFFE ID's agent")
+    _check_agent(directory, agent, now)
+    return AuthenticatedClient("agent", agent.id, agent, None, "spiffe_jwt", "", None)
 
 
 def _check_agent(directory: ClientDirectory, agent: Agent, now: datetime) -> None:

@@ -36,6 +36,7 @@ class ModelReader(Protocol):
 
 class CredentialReader(Protocol):
     def list_for(self, owner_kind: str, owner_id: str) -> list[Credential]: ...
+    def find_by_spiffe_id(self, spiffe_id: str) -> list[Credential]: ...
 
 
 class SingleUse(Protocol):
@@ -43,8 +44,7 @@ class SingleUse(Protocol):
 
 
 class EventAppender(Protocol):
-    def append(self, type: str, subject: str, payload: dict[str, Any],  # noqa: A002
-               actor: str) -> int: ...
+    def append(self, type: str, subject: str, payload: dict[str, Any], actor: str) -> int: ...
 
 
 class TokenTx(Protocol):

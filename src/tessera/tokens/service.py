@@ -17,17 +17,18 @@ from tessera.crypto.nonce import DpopNonceIssuer
 from tessera.identity.model import AgentStatus, CredentialKind, OperatorStatus, UserStatus
 from tessera.ids import new_id
 from tessera.tokens.attestation import resolve_model_digest
+from tessera.tokens.cache import CachedIdentity, IdentityCache
 from tessera.tokens.claims import build_session_claims
 from tessera.tokens.client_auth import AuthenticatedClient, ClientDirectory, authenticate
 from tessera.tokens.delegation import derive_child_grant
 from tessera.tokens.grant import SessionGrant, compute_session_grant
 from tessera.tokens.issuers import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TrustedIssuers
 from tessera.tokens.oauth_errors import OAuthError
-from tessera.tokens.cache import CachedIdentity, IdentityCache
 from tessera.tokens.ports import TokenStore, TokenTx
 from tessera.tokens.proofs import ACCESS_TOKEN_TYP, check_dpop, read_session_token
 from tessera.tokens.rar import parse_session_request
 from tessera.tokens.sessions import SessionRecord
+from tessera.tokens.spiffe import SpiffeBundles
 from tessera.tokens.subject import verify_actor_token
 
 CLIENT_CREDENTIALS = "client_credentials"
@@ -59,6 +60,7 @@ class TokenService:
         issuer: str,
         trusted: TrustedIssuers,
         nonces: DpopNonceIssuer | None,
+        spiffe_bundles: SpiffeBundles | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -68,6 +70,7 @@ class TokenService:
         self._trusted = trusted
         self.nonces = nonces
         self._cache = IdentityCache(on_key_change=keyring.invalidate)
+        self.spiffe_bundles = spiffe_bundles
 
     def view(self, raw_tx: Any) -> CachedIdentity:
         """The request's identity reads (memory first) over its write transaction."""
@@ -82,6 +85,8 @@ class TokenService:
 
         return ClientDirectory(
             find_agent=tx.agents.get,
+            find_agent_by_spiffe_id=lambda sid: _agent_by_spiffe_id(tx, sid),
+            spiffe_bundles=self.spiffe_bundles,
             find_service=tx.services.get,
             credentials_of=tx.credentials.list_for,
             agent_usable=agent_usable,
@@ -126,6 +131,9 @@ class TokenService:
             )
             if proof is None and agent.ceiling.dpop_required:
                 raise OAuthError("invalid_dpop_proof", "a DPoP proof is required")
+            if proof is None and client.method == "spiffe_jwt":
+                # DESIGN 6b: a reusable JWT-SVID is accepted only with a single-use proof.
+                raise OAuthError("invalid_dpop_proof", "a JWT-SVID needs a DPoP proof")
             if grant_type == CLIENT_CREDENTIALS:
                 resp = self._root_session(
                     tx, client, req, proof.jkt if proof else None, user=None, now=now
@@ -459,9 +467,7 @@ class TokenService:
 
     # -- live state --------------------------------------------------------------------
 
-    def session_is_live(
-        self, tx: TokenTx, rec: SessionRecord, now: datetime
-    ) -> tuple[bool, str]:
+    def session_is_live(self, tx: TokenTx, rec: SessionRecord, now: datetime) -> tuple[bool, str]:
         """Is the stored session usable right now? Checks every layer, not just ``exp``."""
         if rec.status != "active":
             return False, f"session {rec.status}"
@@ -486,3 +492,15 @@ class TokenService:
     def purge_replay_cache(self) -> int:
         with self._store.write() as raw:
             return int(raw.replay.purge_expired(self._clock.now() - timedelta(seconds=60)))
+
+
+def _agent_by_spiffe_id(tx: TokenTx, spiffe_id: str) -> Any:
+    """The agent holding an active SPIFFE credential for ``spiffe_id``, if exactly one."""
+    creds = [
+        c
+        for c in tx.credentials.find_by_spiffe_id(spiffe_id)
+        if c.owner_kind == "agent" and c.status.value == "active"
+    ]
+    if len(creds) != 1:
+        return None
+    return tx.agents.get(creds[0].owner_id)

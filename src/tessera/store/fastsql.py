@@ -1,0 +1,112 @@
+"""Hot-path statements as driver-level SQL.
+
+Building a SQLAlchemy Core statement costs 150-350 µs on this hardware; the database executes
+the same insert in about 10 µs. The token endpoint runs a handful of fixed statements per
+request, so they are written once per dialect here and executed with ``exec_driver_sql``.
+Everything else keeps using Core. Timestamps are stored exactly as SQLAlchemy's ``DateTime``
+stores them, so Core reads them back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+def _ts(conn: Connection, value: datetime | None) -> Any:
+    if value is None:
+        return None
+    if conn.dialect.name == "sqlite":
+        # SQLAlchemy's SQLite DateTime storage format (naive UTC).
+        return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def _sql(conn: Connection, text: str) -> str:
+    """Queries are written with ``?``; psycopg wants ``%s``."""
+    return text if conn.dialect.name == "sqlite" else text.replace("?", "%s")
+
+
+def insert_replay(
+    conn: Connection, items: Sequence[tuple[str, str, datetime]]
+) -> list[tuple[str, str]]:
+    """Insert single-use identifiers in one statement; return those that were already used.
+
+    ``ON CONFLICT DO NOTHING ... RETURNING`` (SQLite ≥ 3.35, PostgreSQL) reports the rows it
+    inserted, so the caller learns which identifier was replayed without a savepoint; the
+    caller then fails the whole transaction, which undoes the rows that were inserted.
+    """
+    marks = ", ".join("(?, ?, ?)" for _ in items)
+    params: list[Any] = []
+    for kind, jti, exp in items:
+        params.extend((kind, jti, _ts(conn, exp)))
+    rows = conn.exec_driver_sql(
+        _sql(
+            conn,
+            "INSERT INTO replay_jtis (kind, jti, expires_at) VALUES "  # noqa: S608
+            f"{marks} ON CONFLICT DO NOTHING RETURNING kind, jti",
+        ),
+        tuple(params),
+    ).fetchall()
+    inserted = {(str(r[0]), str(r[1])) for r in rows}
+    return [(k, j) for k, j, _ in items if (k, j) not in inserted]
+
+
+_SESSION_COLUMNS = (
+    "sid",
+    "jti",
+    "token_hash",
+    "agent_id",
+    "user_id",
+    "operator_id",
+    "model_id",
+    "model_digest",
+    "parent_sid",
+    "root_sid",
+    "depth",
+    "audience",
+    "grant",
+    "act",
+    "cnf_jkt",
+    "issued_at",
+    "expires_at",
+    "status",
+)
+
+
+_INSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _SESSION_COLUMNS)})"
+)
+
+
+def insert_session(conn: Connection, row: Mapping[str, Any], budgets: Mapping[str, int]) -> None:
+    values = []
+    for c in _SESSION_COLUMNS:
+        v = row[c]
+        if c in ("issued_at", "expires_at"):
+            v = _ts(conn, v)
+        elif c in ("audience", "grant", "act") and v is not None and not isinstance(v, str):
+            v = json.dumps(v, sort_keys=True)
+        values.append(v)
+    conn.exec_driver_sql(_sql(conn, _INSERT_SESSION), tuple(values))
+    if budgets:
+        conn.exec_driver_sql(
+            _sql(
+                conn,
+                "INSERT INTO session_budgets (sid, name, granted, remaining) VALUES (?, ?, ?, ?)",
+            ),
+            [(row["sid"], name, amount, amount) for name, amount in sorted(budgets.items())],
+        )
+
+
+def event_types_after(conn: Connection, seq: int, limit: int) -> list[tuple[int, str]]:
+    """(seq, type) of the events after ``seq``: all the identity cache needs to stay fresh."""
+    rows = conn.exec_driver_sql(
+        _sql(conn, "SELECT seq, type FROM events WHERE seq > ? ORDER BY seq LIMIT ?"), (seq, limit)
+    ).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
