@@ -91,6 +91,7 @@ class KeyRing:
         self._active_at = 0.0
         self._jwks: dict[str, Any] | None = None
         self._jwks_at = 0.0
+        self._jwks_until: datetime | None = None
         self._last_refresh = 0.0
 
     def list(self) -> list[KeyRecord]:
@@ -151,15 +152,19 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         """RFC 7517 JWK Set of every published public key: the active key first."""
         mono = time.monotonic()
-        with self._lock:
-            if self._jwks is not None and mono - self._jwks_at < self._cache_seconds:
-                return self._jwks
         now = self._clock.now()
+        with self._lock:
+            if (self._jwks is not None and mono - self._jwks_at < self._cache_seconds
+                    and (self._jwks_until is None or now < self._jwks_until)):
+                return self._jwks
         recs = [r for r in self.list() if r.published_at(now)]
         recs.sort(key=lambda r: (r.status != "active", -r.created_at.timestamp()))
         doc = public_jwks([r.public_jwk for r in recs])
+        # the document changes by itself when a retired key's publication ends
+        ends = [r.publish_until for r in recs if r.status != "active" and r.publish_until]
         with self._lock:
             self._jwks, self._jwks_at = doc, mono
+            self._jwks_until = min(ends) if ends else None
         return doc
 
     def lookup(self, kid: str | None, alg: str) -> dict[str, Any] | None:
