@@ -40,7 +40,7 @@ class Fixture:
     def __init__(self, data: Path, port: int) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
         self.env.update({"TESSERA_DATA_DIR": str(data), "TESSERA_PORT": str(port),
-                         "TESSERA_DEV_MODE": "1"})
+                         "TESSERA_DEV_MODE": "1", "TESSERA_RATE_LIMIT": "0"})
         self.base = f"http://127.0.0.1:{port}"
         self.endpoint = f"{self.base}/oauth/token"
         _cli(self.env, "init", "--json")

@@ -36,6 +36,7 @@ class Config:
     trusted_issuers_file: Path | None = None
     dpop_nonces: bool = False
     spiffe_bundles_file: Path | None = None
+    rate_limit: int = 500
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +134,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         trusted_issuers_file=_path(env, "TESSERA_TRUSTED_ISSUERS"),
         dpop_nonces=_bool(env, "TESSERA_DPOP_NONCES", False),
         spiffe_bundles_file=_path(env, "TESSERA_SPIFFE_BUNDLES"),
+        rate_limit=_int(env, "TESSERA_RATE_LIMIT", 500, 0, 1_000_000),
     )
 
 
