@@ -6,16 +6,16 @@ import re
 import secrets
 from typing import Any
 
-from fastapi import FastAPI, Request
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import JSONResponse, Response
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.app import Tessera
 from tessera.errors import PayloadTooLarge, TesseraError
-from tessera.http import admin, oauth
+from tessera.http import admin, oauth, rebac
 from tessera.http.problems import install_problem_handlers, problem
+from tessera.http.ratelimit import RateLimit
 from tessera.http.schemas import Health
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -60,17 +60,32 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-class RequestId(BaseHTTPMiddleware):
-    """Echo a well-formed ``X-Request-ID`` or assign one."""
+class RequestId:
+    """Echo a well-formed ``X-Request-ID`` or assign one (pure ASGI: no extra task)."""
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        rid = request.headers.get("x-request-id", "")
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")
+                break
         if not _REQUEST_ID.fullmatch(rid):
             rid = secrets.token_hex(8)
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_app(tessera: Tessera) -> FastAPI:
@@ -82,10 +97,12 @@ def create_app(tessera: Tessera) -> FastAPI:
     app.state.tessera = tessera
     install_problem_handlers(app)
     app.include_router(admin.router)
+    app.include_router(rebac.router)
     from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
 
     audit.install(app, tessera)
     oauth.install(app)
+    __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -116,5 +133,9 @@ def create_app(tessera: Tessera) -> FastAPI:
         )
 
     app.add_middleware(RequestId)
+    # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
+    app.add_middleware(RateLimit, prefixes=("/oauth/", "/access/"),
+                       rate=float(tessera.config.rate_limit),
+                       burst=float(2 * tessera.config.rate_limit))
     app.add_middleware(BodyLimit, max_bytes=tessera.config.max_request_bytes)
     return app
