@@ -78,10 +78,9 @@ _SESSION_COLUMNS = (
 )
 
 
-_INSERT_SESSION = (
-    f"INSERT INTO sessions ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _SESSION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _SESSION_COLUMNS)})"
-)
+_COLS = ", ".join(f'"{c}"' for c in _SESSION_COLUMNS)
+_MARKS = ", ".join("?" for _ in _SESSION_COLUMNS)
+_INSERT_SESSION = f"INSERT INTO sessions ({_COLS}) VALUES ({_MARKS})"  # noqa: S608 - constants
 
 
 def insert_session(conn: Connection, row: Mapping[str, Any], budgets: Mapping[str, int]) -> None:
@@ -110,3 +109,18 @@ def event_types_after(conn: Connection, seq: int, limit: int) -> list[tuple[int,
         _sql(conn, "SELECT seq, type FROM events WHERE seq > ? ORDER BY seq LIMIT ?"), (seq, limit)
     ).fetchall()
     return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def insert_event(
+    conn: Connection, type_: str, subject: str, payload_json: str, actor: str, created_at: datetime
+) -> int:
+    """Append one event row and return its sequence number."""
+    row = conn.exec_driver_sql(
+        _sql(
+            conn,
+            "INSERT INTO events (type, subject, payload, actor, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING seq",
+        ),
+        (type_, subject, payload_json, actor, _ts(conn, created_at)),
+    ).one()
+    return int(row[0])
