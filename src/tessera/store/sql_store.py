@@ -14,6 +14,7 @@ from tessera.clock import Clock, utc
 from tessera.signals.events import Event, encode_consistency_token
 from tessera.store import tables as t
 from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
+from tessera.store.fastsql import event_types_after, insert_event
 from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_identity import (
     SqlAgentRepo,
@@ -24,6 +25,8 @@ from tessera.store.sql_identity import (
     SqlUserRepo,
 )
 from tessera.store.sql_keys import SqlAdminTokenRepo, SqlSigningKeyRepo
+from tessera.store.sql_policy import SqlPolicyRepo
+from tessera.store.sql_rebac import SqlRebacRepo
 from tessera.store.sql_sessions import SqlReplayCache, SqlSessionRepo
 
 MAX_EVENT_PAYLOAD = 16384
@@ -46,14 +49,7 @@ class SqlEventLog:
             # Serialise event writers until commit: sequence order == commit order.
             self._c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_LOCK_ID})
             self._locked = True
-        result = self._c.execute(
-            t.events.insert()
-            .values(
-                type=type, subject=subject, payload=body, actor=actor, created_at=self._clock.now()
-            )
-            .returning(t.events.c.seq)
-        )
-        seq = int(result.scalar_one())
+        seq = insert_event(self._c, type, subject, body, actor, self._clock.now())
         if self._c.dialect.name == "postgresql":
             # A hint for tailing nodes, delivered at commit; never the data itself.
             self._c.execute(text("SELECT pg_notify('tessera_events', :s)"), {"s": str(seq)})
@@ -70,6 +66,10 @@ class SqlEventLog:
             Event(r.seq, r.type, r.subject, json.loads(r.payload), r.actor, utc(r.created_at))
             for r in rows
         ]
+
+    def types_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """(seq, type) after ``seq``, through driver SQL (the identity cache's hot path)."""
+        return event_types_after(self._c, seq, limit)
 
     def head(self) -> int:
         return int(self._c.execute(select(func.coalesce(func.max(t.events.c.seq), 0))).scalar_one())
@@ -92,6 +92,8 @@ class SqlTx:
         self.replay = SqlReplayCache(conn)
         self.events = SqlEventLog(conn, clock)
         self.audit = SqlAuditOutbox(conn, clock)
+        self.rebac = SqlRebacRepo(conn)
+        self.policy = SqlPolicyRepo(conn)
         self.consistency_token: str | None = None
 
 

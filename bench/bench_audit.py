@@ -1,0 +1,200 @@
+"""Audit ledger: durable appends per second with group commit, per-append latency, verify speed.
+
+Durability on: on SQLite every chainer commit runs with ``synchronous=FULL`` (one WAL fsync
+per group); on PostgreSQL with the server's default ``synchronous_commit=on``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness import Row, percentile
+from sqlalchemy import create_engine, text
+
+from tessera.app import build, initialise
+from tessera.audit import ActorLayers, AuditEntry
+from tessera.audit.chain import ChainChecker
+from tessera.audit.service import AuditService
+from tessera.clock import SystemClock
+from tessera.config import load_config
+from tessera.store.engine import make_engine
+from tessera.store.sql_audit import SqlAuditLedger
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _entry(w: int, i: int) -> AuditEntry:
+    return AuditEntry(
+        event_type="pdp.decision",
+        actor=ActorLayers(
+            f"agent:agt_{w:016d}",
+            operator="op_0000000000000001",
+            agent=f"agt_{w:016d}",
+            session=f"ses_{w:016d}",
+            user="usr_0000000000000001",
+        ),
+        action="docs/read",
+        resource=f"doc:{i}",
+        outcome="allow" if i % 7 else "deny",
+        reasons=("tool within ceiling", "relation viewer"),
+        policy_version="bundle-3",
+        request_id=f"req-{w}-{i}",
+        jti=f"jti-{w}-{i}",
+    )
+
+
+def _appends(audit: AuditService, writers: int, per_writer: int) -> tuple[float, list[float]]:
+    latencies: list[list[float]] = [[] for _ in range(writers)]
+    start = threading.Barrier(writers + 1)
+
+    def work(w: int) -> None:
+        start.wait()
+        out = latencies[w]
+        for i in range(per_writer):
+            t0 = time.perf_counter_ns()
+            audit.record(_entry(w, i))
+            out.append((time.perf_counter_ns() - t0) / 1000)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
+    for th in threads:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    rate = writers * per_writer / (time.perf_counter() - t0)
+    return rate, [x for lat in latencies for x in lat]
+
+
+def _appends_async(audit: AuditService, writers: int, per_writer: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+
+    async def work(w: int) -> None:
+        for i in range(per_writer):
+            t0 = time.perf_counter_ns()
+            await audit.record_async(_entry(w, i))
+            latencies.append((time.perf_counter_ns() - t0) / 1000)
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(work(w) for w in range(writers)))
+        return writers * per_writer / (time.perf_counter() - t0)
+
+    return asyncio.run(main()), latencies
+
+
+def _measure(backend: str, url: str, schema: str | None, quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"TESSERA_DATA_DIR": str(Path(tmp) / "data"), "TESSERA_KEK": "b" * 64}
+        if schema is None:
+            env["TESSERA_DATABASE_URL"] = url
+        config = load_config(env)
+        engine = make_engine(url, schema=schema, pool_size=40)
+        initialise(config, clock=SystemClock(), engine=engine)
+        t = build(config, engine=engine)
+        writers, per_writer = 32, (150 if quick else 600)
+        n_rounds = 2 if quick else 3
+        _appends(t.audit, writers, 20)  # warm-up: connections, caches
+        rounds = [_appends(t.audit, writers, per_writer) for _ in range(n_rounds)]
+        lat = [x for _, lats in rounds for x in lats]
+        rates = [r for r, _ in rounds]
+        a_rounds = [_appends_async(t.audit, writers, per_writer) for _ in range(n_rounds)]
+        a_lat = [x for _, lats in a_rounds for x in lats]
+        a_rates = [r for r, _ in a_rounds]
+        wide = _appends_async(t.audit, 256, per_writer // 4)
+        # verify: every record hashed and linked again, every checkpoint checked
+        t.audit.checkpoint()
+        report = t.audit.verify()
+        if not report.ok:
+            raise SystemExit(f"verify failed on {backend}: {report.problems[:3]}")
+        verify_rate = report.records / report.seconds
+        t0 = time.perf_counter()
+        checker = ChainChecker()
+        for batch in SqlAuditLedger(engine).scan(0, 5000):
+            checker.feed(batch)
+        chain_rate = checker.size / (time.perf_counter() - t0)
+        engine.dispose()
+    return [
+        Row(
+            f"durable appends, 32 writers, group commit ({backend})",
+            "ops/s",
+            statistics.median(rates),
+            None,
+            len(rates),
+            f"{writers * per_writer} appends per round",
+        ),
+        Row(
+            f"append latency until durable, 32 threads ({backend})",
+            "µs/op",
+            statistics.median(lat),
+            percentile(lat, 99),
+            len(lat),
+            "p50 / p99 of record()",
+        ),
+        Row(
+            f"durable appends, 32 coroutines, group commit ({backend})",
+            "ops/s",
+            statistics.median(a_rates),
+            None,
+            len(a_rates),
+            "record_async(), one event loop",
+        ),
+        Row(
+            f"append latency until durable, 32 coroutines ({backend})",
+            "µs/op",
+            statistics.median(a_lat),
+            percentile(a_lat, 99),
+            len(a_lat),
+            "p50 / p99 of record_async()",
+        ),
+        Row(
+            f"durable appends, 256 coroutines ({backend})",
+            "ops/s",
+            wide[0],
+            None,
+            1,
+            f"p50 {statistics.median(wide[1]) / 1000:.1f} ms, p99 "
+            f"{percentile(wide[1], 99) / 1000:.1f} ms",
+        ),
+        Row(
+            f"verify chain + checkpoints ({backend})",
+            "ops/s",
+            verify_rate,
+            None,
+            report.records,
+            f"records/s over {report.records} records, {report.checkpoints_checked} checkpoints",
+        ),
+        Row(
+            f"verify: read + hash chain only ({backend})",
+            "ops/s",
+            chain_rate,
+            None,
+            checker.size,
+            "records/s, no checkpoint signatures",
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = _measure("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", None, quick)
+    schema = "bench_" + secrets.token_hex(4)
+    try:
+        admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # PostgreSQL not reachable here: SQLite figures only
+        return [*rows, Row("PostgreSQL", "-", 0.0, None, 0, f"skipped: {type(exc).__name__}")]
+    try:
+        rows += _measure("postgresql", PG_URL, schema, quick)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    return rows

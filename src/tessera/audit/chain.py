@@ -1,0 +1,151 @@
+"""The hash chain: linking entries into records, and checking a chain record by record.
+
+``hash(n) = sha256(hash(n-1) || canonical_json(record(n) without "hash"))`` where the record
+holds its own ``seq`` and ``prev_hash`` (= ``hash(n-1)``, hex); the first record links to 64
+zeros. A chain alone proves order and integrity only up to the newest *signed checkpoint*
+(``checkpoint.py``): anyone may recompute hashes, nobody else can sign.
+
+The checker reads stored bytes and never re-encodes JSON, so it runs at hashing speed. It
+finds ``seq`` and ``prev_hash`` inside a record by searching from the end: in canonical
+JSON they are top-level keys after which only strings, a list of strings and integers
+follow, and a quote inside a string is always escaped, so the last unescaped match is the
+top-level key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tessera.audit.encoding import record_bytes
+from tessera.clock import parse_iso
+
+GENESIS_HASH = "0" * 64
+_PREV = b',"prev_hash":"'
+_SEQ = b',"seq":'
+_PL, _SL = len(_PREV), len(_SEQ)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest record's position and hash (``size`` 0 and genesis when empty)."""
+
+    size: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class LinkedRecord:
+    """A record ready to store: its bytes, hash and the columns queries filter on."""
+
+    seq: int
+    body: bytes
+    hash: str
+    record: dict[str, Any]
+
+
+def link(head: ChainHead, bodies: Sequence[dict[str, Any]]) -> list[LinkedRecord]:
+    """Give each body (an entry's ``body()``) the next ``seq`` and chain it after ``head``."""
+    out: list[LinkedRecord] = []
+    prev, seq = head.hash, head.size
+    prev_raw = bytes.fromhex(prev)
+    for body in bodies:
+        seq += 1
+        record = {**body, "seq": seq, "prev_hash": prev}
+        raw = record_bytes(record)
+        digest = hashlib.sha256(prev_raw + raw).digest()
+        prev, prev_raw = digest.hex(), digest
+        out.append(LinkedRecord(seq, raw, prev, record))
+    return out
+
+
+def record_hash(prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of verification; ``seq`` names the first bad record when known."""
+
+    kind: str  # "record_altered", "sequence_broken", "link_broken", "truncated", ...
+    message: str
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "message": self.message}
+
+
+@dataclass
+class ChainChecker:
+    """Feeds ``(seq, body, hash)`` rows in order; stops at the first bad record.
+
+    ``wanted`` are tree sizes whose head hash the caller will compare with checkpoints.
+    """
+
+    start: ChainHead = field(default_factory=lambda: ChainHead(0, GENESIS_HASH))
+    wanted: frozenset[int] = frozenset()
+    size: int = 0
+    head: str = GENESIS_HASH
+    hash_at: dict[int, str] = field(default_factory=dict)
+    problem: Problem | None = None
+
+    def __post_init__(self) -> None:
+        self.size, self.head = self.start.size, self.start.hash
+        if self.size in self.wanted:
+            self.hash_at[self.size] = self.head
+
+    def feed(self, rows: Iterable[tuple[int, bytes, str]]) -> bool:
+        """Check rows; False once a problem was found (the rest is then meaningless)."""
+        if self.problem is not None:
+            return False
+        size, head = self.size, self.head
+        head_raw, head_hex = bytes.fromhex(head), head.encode()
+        wanted, hash_at = self.wanted, self.hash_at
+        sha, prev_key, seq_key = hashlib.sha256, _PREV, _SEQ
+        for seq, body, stored in rows:
+            if seq != size + 1:
+                kind = "records_missing" if seq > size + 1 else "sequence_broken"
+                self._fail(kind, f"expected record {size + 1}, found record {seq}", size + 1)
+                break
+            i = body.rfind(prev_key) + _PL
+            if (
+                i < _PL
+                or not body.startswith(head_hex, i)
+                or not body.startswith(b'"', i + 64)
+                or not body.startswith(b"%d," % seq, body.rfind(seq_key, i) + _SL)
+            ):
+                self._fail("link_broken", f"record {seq} does not name its place", seq)
+                break
+            digest = sha(head_raw + body).digest()
+            computed = digest.hex()
+            if computed != stored:
+                self._fail("record_altered", f"record {seq}: hash does not match", seq)
+                break
+            size, head, head_raw, head_hex = seq, computed, digest, computed.encode()
+            if seq in wanted:
+                hash_at[seq] = head
+        self.size, self.head = size, head
+        return self.problem is None
+
+    def _fail(self, kind: str, message: str, seq: int) -> None:
+        self.problem = Problem(kind, message, seq)
+
+
+def extract(record: dict[str, Any]) -> dict[str, Any]:
+    """Query columns of a record (what the admin API and CLI filter on)."""
+    actor = record.get("actor") or {}
+    return {
+        "event_type": record["event_type"],
+        "outcome": record["outcome"],
+        "principal": actor.get("principal"),
+        "agent": actor.get("agent"),
+        "session": actor.get("session"),
+        "user": actor.get("user"),
+    }
+
+
+def parse_time(record: dict[str, Any]) -> datetime:
+    return parse_iso(str(record["time"]))

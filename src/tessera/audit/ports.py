@@ -1,0 +1,72 @@
+"""What the audit service needs from storage (implemented by ``store/sql_audit.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from tessera.audit.chain import ChainHead
+from tessera.audit.checkpoint import Checkpoint
+from tessera.errors import InvalidInput
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of ``GET /admin/v1/audit`` and ``tessera audit search``; all optional.
+
+    Paging is by sequence number: ascending pages continue ``after`` the last ``seq`` seen;
+    descending pages (``newest_first``) continue ``before`` it.
+    """
+
+    agent: str | None = None
+    session: str | None = None
+    user: str | None = None
+    event_type: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: int = 0
+    before: int | None = None
+    limit: int = 100
+    newest_first: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        if self.after < 0 or (self.before is not None and self.before < 0):
+            raise InvalidInput("after and before must be non-negative")
+
+
+@dataclass(frozen=True)
+class ChainBatch:
+    """What one chainer transaction did."""
+
+    seqs: list[int]  # the sequence numbers given to the caller's entries, in order
+    chained_outbox: int  # outbox rows moved into the ledger
+    head: ChainHead
+    more_pending: bool
+
+
+class AuditLedgerStore(Protocol):
+    def chain(self, bodies: Sequence[dict[str, Any]], *, outbox_limit: int) -> ChainBatch:
+        """In one durable transaction under the chain lock: move up to ``outbox_limit``
+        outbox rows into the ledger, then append ``bodies``."""
+
+    def head(self) -> ChainHead: ...
+
+    def pending(self) -> int: ...
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a checkpoint; False when one for that tree size exists."""
+
+    def checkpoint_jws(self) -> list[tuple[int, str]]: ...
+
+    def scan(self, after: int, batch: int) -> Iterator[list[tuple[int, bytes, str]]]:
+        """``(seq, body, hash)`` rows in order, in batches."""
+
+    def query(self, q: AuditQuery) -> list[dict[str, Any]]:
+        """Matching records (each with its ``hash``)."""

@@ -1,0 +1,216 @@
+"""Audit entries (what a caller records) and their canonical bytes (RFC 8785).
+
+An ``AuditEntry`` is a fact before it joins the chain: event type, the acting identity's four
+layers, action, resource, outcome with reasons, policy version, request id and token ``jti``.
+The chainer turns it into a *record* by adding ``seq`` and ``prev_hash``; the record's hash
+is ``sha256(prev_hash || canonical_json(record))`` (see ``chain.py``).
+
+Never a token or a secret: only a token's ``jti``. ``details`` refuses keys that name
+secrets, so a careless caller fails loudly instead of leaking into evidence kept forever.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tessera.audit.encoding import SAFE_INT as _SAFE_INT
+from tessera.clock import iso
+from tessera.errors import InvalidInput
+
+RECORD_VERSION = 1
+MAX_FIELD = 512
+MAX_ACT = 32
+REDACTED = "[redacted]"
+# Keys that name secrets; a record holding any of them is refused (DESIGN section 9).
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "subject_token",
+        "actor_token",
+        "client_secret",
+        "secret",
+        "password",
+        "api_key",
+        "private_key",
+        "private_jwk",
+        "assertion",
+        "client_assertion",
+        "authorization",
+    }
+)
+_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+
+# The request id of the HTTP request being served (set by ``tessera.http.audit``); records
+# written during the request carry it so an operator can join logs and evidence.
+current_request_id: ContextVar[str | None] = ContextVar("tessera_request_id", default=None)
+
+
+@dataclass(frozen=True)
+class ActorLayers:
+    """Who acted, layer by layer (DESIGN section 1); every layer is optional."""
+
+    principal: str  # "admin:<token id>", "cli", "agent:<id>", "service:<id>", "system"
+    operator: str | None = None
+    agent: str | None = None
+    model_digest: str | None = None
+    session: str | None = None
+    user: str | None = None
+    act: tuple[str, ...] = ()  # delegation chain, outermost actor first
+
+    def check(self) -> None:
+        _short(self.principal, "actor principal")
+        for value in (self.operator, self.agent, self.model_digest, self.session, self.user):
+            if value is not None:
+                _short(value, "actor layer")
+        if len(self.act) > MAX_ACT:
+            raise InvalidInput(f"audit act chain longer than {MAX_ACT}")
+        for value in self.act:
+            _short(value, "act chain entry")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "principal": self.principal,
+            "operator": self.operator,
+            "agent": self.agent,
+            "model_digest": self.model_digest,
+            "session": self.session,
+            "user": self.user,
+            "act": list(self.act),
+        }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One fact to record. ``time`` is filled from the clock when the entry is written."""
+
+    event_type: str
+    actor: ActorLayers
+    action: str
+    resource: str
+    outcome: str  # "success", "failure", "allow", "deny", ...
+    reasons: tuple[str, ...] = ()
+    policy_version: str | None = None
+    request_id: str | None = None
+    jti: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def body(self, time: datetime) -> dict[str, Any]:
+        """The record without ``seq``, ``prev_hash`` and ``hash`` (validated)."""
+        if not _EVENT_TYPE.fullmatch(self.event_type):
+            raise InvalidInput("audit event_type must be a dotted lower-case name")
+        for name in ("action", "resource", "outcome"):
+            _short(getattr(self, name), name)
+        for value in (self.policy_version, self.request_id, self.jti):
+            if value is not None:
+                _short(value, "audit field")
+        for reason in self.reasons:
+            _short(reason, "reason")
+        self.actor.check()
+        # Everything that could make the record impossible to encode is refused here, in
+        # the caller, so one bad entry can never fail a whole group or block the chainer.
+        _check_details(self.details, 0)
+        return {
+            "v": RECORD_VERSION,
+            "time": iso(time),
+            "event_type": self.event_type,
+            "actor": self.actor.to_dict(),
+            "action": self.action,
+            "resource": self.resource,
+            "outcome": self.outcome,
+            "reasons": list(self.reasons),
+            "policy_version": self.policy_version,
+            "request_id": self.request_id
+            if self.request_id is not None
+            else current_request_id.get(),
+            "jti": self.jti,
+            "details": dict(self.details),
+        }
+
+
+def entry_from_event(
+    event_type: str, subject: str, payload: Mapping[str, Any], actor: str
+) -> AuditEntry:
+    """The audit entry for an event-log append: every state change becomes evidence.
+
+    Event payloads come from Tessera's own code and must never make a change fail, so a
+    value under a secret-named key is replaced by ``"[redacted]"`` and a number JSON cannot
+    carry exactly becomes a string (entries built by callers are refused instead)."""
+    return AuditEntry(
+        event_type=event_type,
+        actor=ActorLayers(principal=actor),
+        action=event_type,
+        resource=subject,
+        outcome="success",
+        details=_redacted(payload, 0),  # type: ignore[arg-type]
+    )
+
+
+def _redacted(value: object, depth: int) -> object:
+    if depth > 8:
+        return "[too deep]"
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if str(k).lower() in _SECRET_KEYS else _redacted(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(v, depth + 1) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and -_SAFE_INT <= value <= _SAFE_INT:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return str(value)
+
+
+def _short(value: object, name: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_FIELD:
+        raise InvalidInput(f"audit {name} must be a string of at most {MAX_FIELD} characters")
+    _encodable(value)
+
+
+def _encodable(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate is not JSON text
+        raise InvalidInput("audit strings must be valid Unicode text") from exc
+
+
+def _check_details(value: object, depth: int) -> None:
+    if depth > 8:
+        raise InvalidInput("audit details nest too deeply")
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput("audit details keys must be strings")
+            if key.lower() in _SECRET_KEYS and inner != REDACTED:
+                raise InvalidInput(f"audit details may not hold {key!r}: never a secret")
+            _encodable(key)
+            _check_details(inner, depth + 1)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            _check_details(inner, depth + 1)
+    elif isinstance(value, str):
+        _encodable(value)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -_SAFE_INT <= value <= _SAFE_INT:
+            raise InvalidInput("audit details: integers must be within ±(2^53 - 1)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput("audit details: numbers must be finite")
+    else:
+        raise InvalidInput("audit details must be JSON values")
