@@ -37,6 +37,9 @@ class Config:
     dpop_nonces: bool = False
     spiffe_bundles_file: Path | None = None
     rate_limit: int = 500
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_interval: int = 60
+    audit_checkpoint_dir: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -135,6 +138,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         dpop_nonces=_bool(env, "TESSERA_DPOP_NONCES", False),
         spiffe_bundles_file=_path(env, "TESSERA_SPIFFE_BUNDLES"),
         rate_limit=_int(env, "TESSERA_RATE_LIMIT", 500, 0, 1_000_000),
+        audit_checkpoint_every=_int(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000, 1, 10_000_000),
+        audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
+        audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
     )
 
 
@@ -145,4 +151,14 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     path = Path(raw).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"{name}: no such file {path}")
+    return path
+
+
+def _dir(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}: {path} is not a directory")
     return path
