@@ -504,3 +504,18 @@ def test_service_client_credentials_token(world: World) -> None:
 
 def test_dpop_key_thumbprint_helper_agrees(world: World) -> None:
     assert world.parent.dpop_jkt == jwk_thumbprint(world.parent.dpop_key.public_jwk())  # type: ignore[union-attr]
+
+
+def test_issuance_is_evidence_with_every_identity_layer(world: World) -> None:
+    from tessera.audit.ports import AuditQuery
+
+    body = world.root(subject_token=world.user_token())
+    claims = _claims(world, body["access_token"])
+    world.t.audit.chain_pending()
+    records = world.t.audit.query(AuditQuery(event_type="session.issued"))
+    assert len(records) == 1
+    actor = records[0]["actor"]
+    assert actor["agent"] == claims["client_id"] and actor["user"] == claims["sub"]
+    assert actor["session"] == claims["sid"] and actor["operator"] == claims["operator"]
+    assert actor["model_digest"] == DIGEST and records[0]["jti"] == claims["jti"]
+    assert body["access_token"] not in json.dumps(records)

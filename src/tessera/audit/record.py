@@ -136,6 +136,10 @@ class AuditEntry:
         }
 
 
+# Event payloads may carry the acting identity's layers under this key (see entry_from_event).
+ACTOR_LAYERS_KEY = "actor_layers"
+
+
 def entry_from_event(
     event_type: str, subject: str, payload: Mapping[str, Any], actor: str
 ) -> AuditEntry:
@@ -144,13 +148,36 @@ def entry_from_event(
     Event payloads come from Tessera's own code and must never make a change fail, so a
     value under a secret-named key is replaced by ``"[redacted]"`` and a number JSON cannot
     carry exactly becomes a string (entries built by callers are refused instead)."""
+    layers = payload.get(ACTOR_LAYERS_KEY)
+    actor_layers = ActorLayers(principal=actor)
+    if isinstance(layers, Mapping):
+        # A writer that knows the acting identity's layers (the token service) passes them
+        # under this key; anything malformed is simply not used.
+        def text(name: str) -> str | None:
+            value = layers.get(name)
+            return value if isinstance(value, str) and len(value) <= MAX_FIELD else None
+
+        act = layers.get("act")
+        actor_layers = ActorLayers(
+            principal=actor,
+            operator=text("operator"),
+            agent=text("agent"),
+            model_digest=text("model_digest"),
+            session=text("session"),
+            user=text("user"),
+            act=tuple(a for a in act if isinstance(a, str))[:MAX_ACT]
+            if isinstance(act, list | tuple)
+            else (),
+        )
+    jti = payload.get("jti")
     return AuditEntry(
         event_type=event_type,
-        actor=ActorLayers(principal=actor),
+        actor=actor_layers,
         action=event_type,
         resource=subject,
         outcome="success",
-        details=_redacted(payload, 0),  # type: ignore[arg-type]
+        jti=jti if isinstance(jti, str) and len(jti) <= MAX_FIELD else None,
+        details=_redacted({k: v for k, v in payload.items() if k != ACTOR_LAYERS_KEY}, 0),  # type: ignore[arg-type]
     )
 
 

@@ -54,7 +54,11 @@ class SqlAuditOutbox:
         now = self._clock.now()
         body = json.dumps(entry.body(now), sort_keys=True, separators=(",", ":"))
         try:
-            self._c.execute(t.audit_outbox.insert().values(created_at=now, body=body))
+            # driver SQL: this runs on every state change (see store/fastsql.py)
+            self._c.exec_driver_sql(
+                _OUTBOX_INSERT_SQLITE if self._c.dialect.name == "sqlite" else _OUTBOX_INSERT_PG,
+                (_outbox_time(now, self._c.dialect.name == "sqlite"), body),
+            )
         except DBAPIError as exc:
             raise _unavailable(exc) from exc
 
@@ -63,6 +67,15 @@ class SqlAuditOutbox:
 
 
 _HEAD = "SELECT seq, hash FROM audit_ledger ORDER BY seq DESC LIMIT 1"
+_OUTBOX_INSERT_SQLITE = "INSERT INTO audit_outbox (created_at, body) VALUES (?, ?)"
+_OUTBOX_INSERT_PG = _OUTBOX_INSERT_SQLITE.replace("?", "%s")
+
+
+def _outbox_time(now: datetime, sqlite: bool) -> Any:
+    # the text form SQLAlchemy's DateTime uses on SQLite (UTC, no zone suffix)
+    return f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{now.microsecond:06d}" if sqlite else now
+
+
 # The hot path of group commit: driver-level executemany, no per-row SQL compilation.
 _INSERT_SQLITE = (
     "INSERT INTO audit_ledger (seq, time, event_type, outcome, principal, agent_id, "

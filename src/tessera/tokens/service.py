@@ -20,7 +20,7 @@ from tessera.tokens.attestation import resolve_model_digest
 from tessera.tokens.cache import CachedIdentity, IdentityCache
 from tessera.tokens.claims import build_session_claims
 from tessera.tokens.client_auth import AuthenticatedClient, ClientDirectory, authenticate
-from tessera.tokens.delegation import derive_child_grant
+from tessera.tokens.delegation import act_chain, derive_child_grant
 from tessera.tokens.grant import SessionGrant, compute_session_grant
 from tessera.tokens.issuers import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TrustedIssuers
 from tessera.tokens.oauth_errors import OAuthError
@@ -452,6 +452,14 @@ class TokenService:
                 "parent_sid": rec.parent_sid,
                 "model_digest": model.digest,
                 "carved": dict(carve or {}),
+                "actor_layers": {
+                    "operator": agent.operator_id,
+                    "agent": agent.id,
+                    "model_digest": model.digest,
+                    "session": sid,
+                    "user": user_id,
+                    "act": act_chain(claims.get("act")),
+                },
             },
             agent.id,
         )
