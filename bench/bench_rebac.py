@@ -11,6 +11,7 @@ import gc
 import random
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 from harness import Row, latency_row, time_each
 
@@ -151,10 +152,129 @@ def _memory_row(size: int) -> Row:
     )
 
 
+HTTP_CONCURRENCY = 32
+
+
+def _http_check_rows(size: int, n: int) -> list[Row]:
+    """``POST /rebac/v1/check`` against ``tessera serve`` (one uvicorn worker, SQLite,
+    loopback, 32 connections): a mix of direct, 3-hop and deny checks over ``size`` tuples
+    written through the service (the server loads its index from the store)."""
+    import asyncio
+    import json
+    import os
+    import socket
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import httpx
+    from harness import percentile
+
+    from tessera.app import build
+    from tessera.config import load_config
+    from tessera.rebac import render_dsl
+
+    tessera_bin = str(Path(sys.executable).parent / "tessera")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+        env.update({"TESSERA_DATA_DIR": str(Path(tmp) / "data"), "TESSERA_PORT": str(port)})
+        init = subprocess.run(
+            [tessera_bin, "init", "--json"], env=env, capture_output=True, check=True, text=True
+        )
+        admin = json.loads(init.stdout)["admin_token"]
+        t = build(load_config(env))
+        t.rebac.apply_model(render_dsl(MODEL), actor="bench")
+        unique = list({tup.key: tup for tup in tuples(size)}.values())  # a batch has no repeats
+        for start in range(0, len(unique), 10_000):
+            t.rebac.write_tuples(unique[start : start + 10_000], actor="bench")
+        index = MemoryTupleIndex(tuples(size))
+        direct, hop3, deny = _pick(index, random.Random(1), 200)
+        t.close()
+        queries = [(doc, user) for doc, user in direct + hop3 + deny]
+        bodies = [
+            {"user": user, "relation": "viewer", "object": doc}
+            for doc, user in (queries * (n // len(queries) + 1))[:n]
+        ]
+        proc = subprocess.Popen(
+            [tessera_bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {admin}"}
+        try:
+            for _ in range(200):
+                try:
+                    httpx.get(f"{base}/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            # the first check loads the index from the store
+            first = httpx.post(
+                f"{base}/rebac/v1/check", json=bodies[0], headers=headers, timeout=120
+            )
+            first.raise_for_status()
+
+            async def fire(path: str, payloads: list[Any]) -> tuple[list[float], float, int]:
+                limits = httpx.Limits(
+                    max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY
+                )
+                lat: list[float] = []
+                errors = 0
+                queue = list(reversed(payloads))
+                async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as c:
+
+                    async def worker() -> None:
+                        nonlocal errors
+                        while queue:
+                            body = queue.pop()
+                            t0 = time.perf_counter()
+                            if body is None:
+                                r = await c.get(f"{base}{path}")
+                            else:
+                                r = await c.post(f"{base}{path}", json=body)
+                            lat.append((time.perf_counter() - t0) * 1e6)
+                            errors += r.status_code != 200
+
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(worker() for _ in range(HTTP_CONCURRENCY)))
+                    elapsed = time.perf_counter() - t0
+                return lat, len(payloads) / elapsed, errors
+
+            lat, rate, errors = asyncio.run(fire("/rebac/v1/check", bodies))
+            ref_lat, ref_rate, ref_errors = asyncio.run(fire("/healthz", [None] * len(bodies)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    return [
+        Row(
+            f"HTTP check ({size // 1000}k tuples)",
+            "µs/op",
+            statistics.median(lat),
+            percentile(lat, 99),
+            len(lat),
+            f"{rate:,.0f} checks/s, {HTTP_CONCURRENCY} conns, 1 worker, {errors} errors",
+        ),
+        Row(
+            "  GET /healthz on the same server (reference)",
+            "µs/op",
+            statistics.median(ref_lat),
+            percentile(ref_lat, 99),
+            len(ref_lat),
+            f"{ref_rate:,.0f} req/s, {ref_errors} errors",
+        ),
+    ]
+
+
 def run(quick: bool) -> list[Row]:
     rows = _check_rows(100_000, 2_000 if quick else 20_000, "100k")
     if not quick:
         rows += _check_rows(1_000_000, 20_000, "1M")
     rows.append(_list_objects_row(quick))
     rows.append(_memory_row(100_000 if quick else 1_000_000))
+    rows += _http_check_rows(10_000 if quick else 100_000, 1_000 if quick else 5_000)
     return rows

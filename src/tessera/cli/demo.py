@@ -15,6 +15,7 @@ from tessera.cli.main import _config, _tessera, app
 from tessera.cli.output import cli_errors, console, emit_json, fail
 from tessera.crypto.keys import generate_signing_key
 from tessera.errors import NotFound
+from tessera.rebac.ports import RelationTuple
 
 demo_app = typer.Typer(no_args_is_help=True, help="The demo data set.")
 dev_app = typer.Typer(no_args_is_help=True, help="Development helpers (not for production).")
@@ -23,6 +24,25 @@ app.add_typer(dev_app, name="dev")
 
 DEMO_OPERATOR = "acme"
 DEMO_MODEL_DIGEST = "sha256:" + hashlib.sha256(b"tessera demo model acme-llm 2026.11").hexdigest()
+# The same model as examples/rebac/docs.fga (a test keeps them equal).
+DEMO_REBAC_MODEL = """model
+  schema 1.1
+type user
+type agent
+type team
+  relations
+    define member: [user, agent]
+type folder
+  relations
+    define owner: [user]
+    define viewer: [user, agent, team#member] or owner
+type document
+  relations
+    define parent: [folder]
+    define owner: [user]
+    define editor: [user, agent, team#member] or owner
+    define viewer: [user, agent, team#member] or editor or viewer from parent
+"""
 
 
 def _write_key(path: Path, jwk: dict[str, Any]) -> None:
@@ -128,6 +148,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         actor=actor,
     )
     _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
+    _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
     return {
         "loaded": True,
         "operator": DEMO_OPERATOR,
@@ -136,6 +157,22 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         "model": DEMO_MODEL_DIGEST,
         "key_dir": str(key_dir),
     }
+
+
+def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer: str) -> None:
+    """alice and the research assistant are in team research, which sees the research-notes
+    folder (document roadmap); bob owns q3-budget and shared it with the summarizer."""
+    t.rebac.apply_model(DEMO_REBAC_MODEL, actor="demo")
+    rows = [
+        ("team:research", "member", "user:alice"),
+        ("team:research", "member", f"agent:{research_assistant}"),
+        ("folder:research-notes", "viewer", "team:research#member"),
+        ("folder:research-notes", "owner", "user:alice"),
+        ("document:roadmap", "parent", "folder:research-notes"),
+        ("document:q3-budget", "owner", "user:bob"),
+        ("document:q3-budget", "viewer", f"agent:{summarizer}"),
+    ]
+    t.rebac.write_tuples([RelationTuple(*row) for row in rows], actor="demo")
 
 
 @demo_app.command("load")
@@ -148,7 +185,8 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     elif result["loaded"]:
         console.print(
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
-            f"agents research-assistant and summarizer; keys in {result['key_dir']}",
+            f"agents research-assistant and summarizer, relationship model with 7 tuples; "
+            f"keys in {result['key_dir']}",
             markup=False,
         )
     else:

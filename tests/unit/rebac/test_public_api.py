@@ -21,6 +21,8 @@ def test_all_is_exact_and_importable() -> None:
         "ports",
         "render",
         "resolve",
+        "service",  # RebacService: the store-backed layer, imported by app.py, not re-exported
+        "storage",
         "testfile",
         "validate",
     }

@@ -1,0 +1,467 @@
+"""The relationship service: models and tuples in the store, queries from memory.
+
+Writes go to the store in one transaction with ONE ``rebac.tuples_written`` event per batch
+(the outbox, DESIGN 6); the event's consistency token is the write's acknowledgement.
+Queries are answered by a ``RebacEngine`` over a ``MemoryTupleIndex`` that is loaded once
+and then kept fresh by tailing the event log from the index's last applied sequence
+(DESIGN 5: reads never wait on disk in the common case):
+
+* a query that carries ``at_least`` (a consistency token) first catches up to it;
+* a query on an index whose last successful catch-up is older than ``staleness`` seconds
+  catches up first; if the store cannot be read, it fails closed (``RebacStale``, 503);
+* a node's own writes mark the index dirty, so the next query on this node sees them.
+
+Agent subjects: an agent appears in tuples as ``agent:<agent id>`` (the OAuth ``client_id``,
+``agt_...``). Decommissioning an agent deletes every tuple whose user is that agent (or a
+userset of it) or whose object is that agent, in the identity change's transaction
+(``on_lifecycle``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tessera.clock import Clock
+from tessera.errors import InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable, Unavailable
+from tessera.identity.service import Written
+from tessera.rebac.dsl import parse_dsl
+from tessera.rebac.engine import Limits, ListResult, RebacEngine
+from tessera.rebac.errors import ConditionError, InvalidTuple
+from tessera.rebac.jsonmodel import model_from_json, model_to_json
+from tessera.rebac.memory import MemoryTupleIndex
+from tessera.rebac.model import AuthorizationModel
+from tessera.rebac.ports import RelationTuple
+from tessera.rebac.render import render_dsl
+from tessera.rebac.storage import (
+    MAX_OBJECT,
+    MAX_RELATION,
+    MAX_USER,
+    MODEL_APPLIED,
+    TUPLES_WRITTEN,
+    RebacStore,
+    RebacTx,
+    StoredModel,
+    TupleFilter,
+    changes_of,
+    check_tuple_fields,
+    decode_cursor,
+    encode_cursor,
+    is_printable,
+    record_changes,
+)
+from tessera.signals.events import Event, decode_consistency_token, encode_consistency_token
+
+AGENT_TYPE = "agent"
+
+MAX_BATCH = 10_000  # tuples per transaction
+MAX_MODEL_CHARS = 256 * 1024
+EVENTS_PER_READ = 1000
+MAX_CATCH_UP_ROUNDS = 200  # 200k events; beyond that a query fails closed
+
+
+class RebacStale(Unavailable):
+    """The in-memory index could not be brought up to date: fail closed (DESIGN 6)."""
+
+    code = "stale_state"
+    title = "Relationship state is stale"
+
+
+class NoModel(NotFound):
+    code = "rebac_no_model"
+    title = "No authorization model"
+
+    def __init__(self) -> None:
+        super().__init__("no authorization model has been applied")
+
+
+@dataclass(frozen=True)
+class TupleChanges:
+    written: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class TuplePage:
+    tuples: list[RelationTuple]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A check answer and the log position of the index that gave it."""
+
+    allowed: bool
+    consistency_token: str | None
+
+
+@dataclass(frozen=True)
+class ListAnswer:
+    result: ListResult
+    consistency_token: str | None
+
+
+def _filter_value(value: str | None, what: str, limit: int) -> str | None:
+    if value is None or value == "":
+        return None
+    if not is_printable(value, limit):
+        raise InvalidInput(f"{what} must be at most {limit} printable characters")
+    return value
+
+
+def _model_text(text: str) -> None:
+    flat = text.replace("\n", " ").replace("\t", " ").replace("\r", " ")
+    if not is_printable(flat, MAX_MODEL_CHARS):
+        raise InvalidInput("the model text holds control or unencodable characters")
+
+
+def _model_id() -> str:
+    return "rbm_" + secrets.token_hex(10)
+
+
+class RebacService:
+    """Models, tuples and queries (OpenFGA's Write/Read/Check/ListObjects/ListUsers APIs
+    over Tessera's store and event log)."""
+
+    def __init__(
+        self,
+        store: RebacStore,
+        clock: Clock,
+        *,
+        limits: Limits | None = None,
+        staleness: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._limits = limits or Limits()
+        self._staleness = staleness
+        self._lock = threading.Lock()  # one catch-up at a time; readers never take it
+        self._index: MemoryTupleIndex | None = None
+        self._engine: RebacEngine | None = None
+        self._model_id: str | None = None
+        self._seq = 0
+        self._synced_at = float("-inf")
+        self._dirty = False
+        self._validator: tuple[str, RebacEngine] | None = None
+
+    # -- models ---------------------------------------------------------------------------
+
+    def apply_model(self, source: str | Mapping[str, Any], *, actor: str) -> Written[StoredModel]:
+        """Validate a model (DSL text or OpenFGA JSON) and make it the active one."""
+        if isinstance(source, str):
+            if len(source) > MAX_MODEL_CHARS:
+                raise PayloadTooLarge(f"a model is limited to {MAX_MODEL_CHARS} characters")
+            _model_text(source)
+            model = parse_dsl(source)
+            dsl = source
+        else:
+            model = model_from_json(source)
+            dsl = render_dsl(model)
+            _model_text(dsl)
+        RebacEngine(model, MemoryTupleIndex(), self._clock)  # conditions compile
+        stored = StoredModel(_model_id(), dsl, model_to_json(model), self._clock.now())
+        with self._store.write() as tx:
+            seq = tx.events.append(
+                MODEL_APPLIED, stored.id, {"id": stored.id, "types": len(model.types)}, actor
+            )
+            tx.rebac.add_model(stored, seq)
+        self._dirty = True
+        return Written(stored, tx.consistency_token)
+
+    def active_model(self) -> StoredModel:
+        with self._store.read() as tx:
+            model = tx.rebac.active_model()
+        if model is None:
+            raise NoModel()
+        return model
+
+    def list_models(self, limit: int = 50) -> list[StoredModel]:
+        with self._store.read() as tx:
+            return tx.rebac.list_models(limit)
+
+    # -- tuples ---------------------------------------------------------------------------
+
+    def write_tuples(
+        self,
+        writes: Iterable[RelationTuple] = (),
+        deletes: Iterable[RelationTuple] = (),
+        *,
+        actor: str,
+    ) -> Written[TupleChanges]:
+        """Write and delete tuples in one transaction, all or nothing (OpenFGA Write).
+
+        Every written tuple must fit the active model (``InvalidTuple`` otherwise); writing
+        an existing key replaces its condition and expiry; deleting a missing key is a no-op.
+        Deletes are not checked against the model, so tuples a newer model no longer allows
+        can still be removed."""
+        writes, deletes = list(writes), list(deletes)
+        if not writes and not deletes:
+            raise InvalidInput("nothing to write or delete")
+        if len(writes) + len(deletes) > MAX_BATCH:
+            raise PayloadTooLarge(f"a batch is limited to {MAX_BATCH} tuples")
+        seen: set[tuple[str, str, str]] = set()
+        for t in (*writes, *deletes):
+            check_tuple_fields(t)
+            if t.key in seen:
+                raise InvalidTuple(f"tuple {t.object}#{t.relation}@{t.user} appears twice")
+            seen.add(t.key)
+        now = self._clock.now()
+        with self._store.write() as tx:
+            stored = tx.rebac.active_model()
+            if stored is None:
+                raise NoModel()
+            validator = self._validator_for(stored)
+            for t in writes:
+                validator.validate_tuple(t)
+            removed = tx.rebac.delete([t.key for t in deletes]) if deletes else []
+            if writes:
+                tx.rebac.upsert(writes, now)
+            if writes or removed:
+                record_changes(tx, "rebac", writes, removed, actor)
+        self._dirty = True
+        return Written(TupleChanges(len(writes), len(removed)), tx.consistency_token)
+
+    def delete_tuples(
+        self, deletes: Iterable[RelationTuple], *, actor: str
+    ) -> Written[TupleChanges]:
+        return self.write_tuples((), deletes, actor=actor)
+
+    def read_tuples(
+        self,
+        *,
+        object: str | None = None,
+        relation: str | None = None,
+        user: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> TuplePage:
+        """Stored tuples in key order, from the store (OpenFGA Read); ``object`` may be a
+        bare ``type:``."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        where = TupleFilter(
+            _filter_value(object, "object", MAX_OBJECT),
+            _filter_value(relation, "relation", MAX_RELATION),
+            _filter_value(user, "user", MAX_USER),
+        )
+        after = decode_cursor(cursor) if cursor else None
+        with self._store.read() as tx:
+            rows = tx.rebac.read(where, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TuplePage(rows, encode_cursor(rows[-1].key) if more and rows else None)
+
+    def _validator_for(self, stored: StoredModel) -> RebacEngine:
+        cached = self._validator
+        if cached is not None and cached[0] == stored.id:
+            return cached[1]
+        engine = RebacEngine(self._model(stored), MemoryTupleIndex(), self._clock)
+        self._validator = (stored.id, engine)
+        return engine
+
+    @staticmethod
+    def _model(stored: StoredModel) -> AuthorizationModel:
+        return model_from_json(stored.json, validate=False)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def on_lifecycle(self, tx: Any, event: str, subject: str, payload: Mapping[str, Any]) -> None:
+        """Identity cascade hook, called inside the identity change's transaction: a
+        decommissioned agent's tuples are deleted in the same commit."""
+        if event != "agent.decommissioned":
+            return
+        removed = tx.rebac.delete_for_subject(f"{AGENT_TYPE}:{subject}")
+        if removed:
+            record_changes(tx, subject, [], removed, "system", reason=event)
+            self._dirty = True
+
+    # -- queries --------------------------------------------------------------------------
+
+    def check(
+        self,
+        user: str,
+        relation: str,
+        object: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        contextual_tuples: Sequence[RelationTuple] = (),
+        at_least: str | None = None,
+    ) -> CheckResult:
+        """OpenFGA Check over the in-memory index, at least as fresh as ``at_least``."""
+        engine, seq = self._fresh(at_least, contextual_tuples)
+        with _condition_overflow():
+            allowed = engine.check(
+                object, relation, user, context=context, contextual_tuples=contextual_tuples
+            )
+        return CheckResult(allowed, _token(seq))
+
+    def list_objects(
+        self,
+        user: str,
+        relation: str,
+        object_type: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        contextual_tuples: Sequence[RelationTuple] = (),
+        max_results: int | None = None,
+        at_least: str | None = None,
+    ) -> ListAnswer:
+        engine, seq = self._fresh(at_least, contextual_tuples)
+        with _condition_overflow():
+            result = engine.list_objects(
+                object_type,
+                relation,
+                user,
+                context=context,
+                contextual_tuples=contextual_tuples,
+                max_results=max_results,
+            )
+        return ListAnswer(result, _token(seq))
+
+    def list_users(
+        self,
+        object: str,
+        relation: str,
+        user_filters: Sequence[str],
+        *,
+        context: Mapping[str, Any] | None = None,
+        contextual_tuples: Sequence[RelationTuple] = (),
+        max_results: int | None = None,
+        at_least: str | None = None,
+    ) -> ListAnswer:
+        engine, seq = self._fresh(at_least, contextual_tuples)
+        with _condition_overflow():
+            result = engine.list_users(
+                object,
+                relation,
+                user_filters,
+                context=context,
+                contextual_tuples=contextual_tuples,
+                max_results=max_results,
+            )
+        return ListAnswer(result, _token(seq))
+
+    # -- index freshness ------------------------------------------------------------------
+
+    @property
+    def index_seq(self) -> int:
+        """The last event sequence applied to the in-memory index."""
+        return self._seq
+
+    def refresh(self) -> int:
+        """Catch up with the event log now; return the index's sequence."""
+        with self._lock:
+            self._sync()
+        return self._seq
+
+    def _fresh(
+        self, at_least: str | None, contextual: Sequence[RelationTuple] = ()
+    ) -> tuple[RebacEngine, int]:
+        for t in contextual:
+            check_tuple_fields(t)
+        want = decode_consistency_token(at_least) if at_least else 0
+        if self._needs_sync(want):
+            with self._lock:
+                if self._needs_sync(want):
+                    try:
+                        self._sync()
+                    except StoreUnavailable as exc:
+                        # INVARIANT: never answer from an index older than the bound or
+                        # older than what the caller asked for.
+                        if self._index is None or want > self._seq or self._too_old():
+                            raise RebacStale(
+                                "relationship state could not be refreshed", detail=exc.detail
+                            ) from exc
+        if want > self._seq:
+            raise InvalidInput(
+                "the consistency token is ahead of this store's event log",
+                code="invalid_consistency_token",
+            )
+        engine = self._engine
+        if engine is None:
+            raise NoModel()
+        return engine, self._seq
+
+    def _too_old(self) -> bool:
+        return self._clock.timestamp() - self._synced_at >= self._staleness
+
+    def _needs_sync(self, want: int) -> bool:
+        return self._index is None or self._dirty or want > self._seq or self._too_old()
+
+    def _sync(self) -> None:
+        """Load the index (first use) or apply the events after its sequence."""
+        # Cleared before reading, so a write committed meanwhile marks it again.
+        self._dirty = False
+        try:
+            self._catch_up()
+        except BaseException:
+            self._dirty = True
+            raise
+
+    def _catch_up(self) -> None:
+        if self._index is None:
+            self._load()
+        rounds = 0
+        while True:
+            with self._store.read() as tx:
+                events = tx.events.read_after(self._seq, EVENTS_PER_READ)
+                for e in events:
+                    self._apply(tx, e)
+                    self._seq = e.seq
+            if len(events) < EVENTS_PER_READ:
+                break
+            rounds += 1
+            if rounds >= MAX_CATCH_UP_ROUNDS:
+                raise RebacStale("relationship index is too far behind the event log")
+        self._synced_at = self._clock.timestamp()
+
+    def _load(self) -> None:
+        # The head is read before the tuples: a write that commits in between is in the
+        # snapshot *and* replayed from the log, which is harmless (writes are upserts,
+        # deletes remove), while reading the head last could skip it.
+        with self._store.read() as tx:
+            head = tx.events.head()
+            stored = tx.rebac.active_model()
+            index = MemoryTupleIndex(tx.rebac.scan())
+        self._index = index
+        self._seq = head
+        self._set_model(stored)
+
+    def _set_model(self, stored: StoredModel | None) -> None:
+        if stored is None or self._index is None:
+            return
+        self._engine = RebacEngine(self._model(stored), self._index, self._clock, self._limits)
+        self._model_id = stored.id
+
+    def _apply(self, tx: RebacTx, e: Event) -> None:
+        index = self._index
+        if index is None:  # pragma: no cover - _load ran first
+            return
+        if e.type == MODEL_APPLIED:
+            self._set_model(tx.rebac.get_model(e.subject))
+        elif e.type == TUPLES_WRITTEN:
+            for op, t in changes_of(tx, e):
+                if op == "write":
+                    index.write((t,))
+                else:
+                    index.delete((t,))
+
+
+@contextmanager
+def _condition_overflow() -> Iterator[None]:
+    # A condition parameter too large for its type (e.g. a duration of 10^12 hours)
+    # overflows while being converted; that is bad input, never a server error.
+    try:
+        yield
+    except OverflowError:
+        raise ConditionError(
+            "a condition parameter is out of range", code="rebac_condition_parameter_type"
+        ) from None
+
+
+def _token(seq: int) -> str | None:
+    return encode_consistency_token(seq) if seq > 0 else None
