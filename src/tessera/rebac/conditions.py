@@ -49,7 +49,10 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if pos != len(text):
         raise ValueError(f"invalid duration {text!r}")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:  # beyond what a duration can express: bad input, not a crash
+        raise ValueError(f"duration {text[:40]!r} out of range") from None
 
 
 def _convert(value: Any, type_name: str, generic: str | None) -> Any:

@@ -30,6 +30,15 @@ from tessera.rebac.model import AuthorizationModel
 from tessera.rebac.modules import load_modular_model
 from tessera.rebac.ports import RelationTuple
 
+# libyaml's loader when present: the same safe subset of YAML, about ten times faster on
+# store files of thousands of tuples.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, never yaml.Loader
+
+
 _STORE_KEYS = {"name", "model", "model_file", "tuples", "tuple_file", "tests"}
 _TEST_KEYS = {"name", "description", "tuples", "tuple_file", "check", "list_objects", "list_users"}
 _TUPLE_KEYS = {"user", "relation", "object", "condition", "expires_at"}
@@ -147,7 +156,7 @@ def _read_tuple_file(path: Path) -> list[RelationTuple]:
                 )
             )
         return out
-    items = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    items = json.loads(text) if path.suffix == ".json" else _safe_load(text)
     if not isinstance(items, list):
         raise StoreFileError([f"{path.name}: a tuple file must hold a list"])
     return [_tuple(t) for t in items]
@@ -196,7 +205,7 @@ def run_store_file(path: str | Path, clock: Clock | None = None) -> StoreTestRep
     """Load a ``.fga.yaml`` file (``yaml.safe_load``) and run it."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = _safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise StoreFileError([f"{p.name}: not valid YAML: {exc}"]) from None
     return run_store(data, p.parent, clock)
