@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,9 +21,17 @@ from tessera.crypto.keys import SigningKey, generate_signing_key, new_kek
 from tessera.crypto.nonce import DpopNonceIssuer
 from tessera.errors import ConfigError
 from tessera.identity.admin_tokens import AdminTokens
-from tessera.identity.service import IdentityService, IdentitySettings, StoredUserGrants
+from tessera.identity.service import (
+    IdentityService,
+    IdentitySettings,
+    LifecycleHook,
+    StoredUserGrants,
+)
+from tessera.pdp.service import PdpService, build_pdp
+from tessera.rebac.service import RebacService
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
+from tessera.store.sql_policy import EventHead
 from tessera.store.sql_store import SqlStore
 from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
 from tessera.tokens.issuers import (
@@ -34,6 +43,7 @@ from tessera.tokens.issuers import (
     load_trusted_issuers,
 )
 from tessera.tokens.service import TokenService
+from tessera.tokens.spiffe import load_spiffe_bundles
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 DEV_ISSUER_KEY_FILE = "dev-issuer.jwk"
@@ -51,6 +61,8 @@ class Tessera:
     tokens: TokenService
     sessions: SessionAuthority
     audit: AuditService
+    rebac: RebacService
+    pdp: PdpService
     dev_issuer_key: SigningKey | None = None
 
     def close(self) -> None:
@@ -74,11 +86,12 @@ def build(
         )
     store = SqlStore(engine, clock)
     kek = config.load_kek()
+    rebac = RebacService(store, clock)
     identity = IdentityService(
         store,
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
-        cascade=LifecycleCascade(clock),
+        cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle),
     )
     keyring = KeyRing(store, clock, kek)
     issuers = load_trusted_issuers(config.trusted_issuers_file)
@@ -94,6 +107,7 @@ def build(
         issuer=config.issuer,
         trusted=TrustedIssuers(issuers),
         nonces=DpopNonceIssuer(nonce_key) if config.dpop_nonces else None,
+        spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     return Tessera(
         config=config,
@@ -106,15 +120,38 @@ def build(
         tokens=tokens,
         sessions=SessionAuthority(store, clock, keyring, tokens),
         audit=build_audit(config, clock, engine, keyring),
+        rebac=rebac,
+        pdp=build_pdp(
+            store,
+            clock,
+            keys=keyring.lookup,
+            issuer=config.issuer,
+            tokens=tokens,
+            rebac=rebac,
+            event_head=EventHead(engine),
+        ),
         dev_issuer_key=dev_key,
     )
 
 
+class CombinedCascade:
+    """Runs every lifecycle hook, in order, inside the identity change's transaction."""
+
+    def __init__(self, *hooks: LifecycleHook) -> None:
+        self._hooks = hooks
+
+    def __call__(self, tx: Any, event: str, subject: str, payload: dict[str, Any]) -> None:
+        for hook in self._hooks:
+            hook(tx, event, subject, payload)
+
+
 def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) -> AuditService:
     """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``."""
-    sink = DirectoryCheckpointSink(config.data_dir / "checkpoints")
-    settings = AuditSettings(issuer=config.issuer)
-    return AuditService(SqlAuditLedger(engine), clock, keyring, sink, settings)
+    sink = DirectoryCheckpointSink(config.audit_checkpoint_dir or config.data_dir / "checkpoints")
+    settings = AuditSettings(issuer=config.issuer,
+                             checkpoint_every=config.audit_checkpoint_every,
+                             checkpoint_interval=float(config.audit_checkpoint_interval))
+    return AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
 
 
 def load_dev_issuer_key(config: Config) -> SigningKey | None:

@@ -13,18 +13,46 @@ from hypothesis import strategies as st
 from tessera.app import Tessera
 from tessera.http.asgi import create_app
 
-KEYS = ["grant_type", "client_assertion", "client_assertion_type", "client_id", "resource",
-        "authorization_details", "subject_token", "subject_token_type", "actor_token",
-        "actor_token_type", "model_attestation", "model_digest", "token", "scope",
-        "requested_lifetime", "token_type_hint"]
+KEYS = [
+    "grant_type",
+    "client_assertion",
+    "client_assertion_type",
+    "client_id",
+    "resource",
+    "authorization_details",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "model_attestation",
+    "model_digest",
+    "token",
+    "scope",
+    "requested_lifetime",
+    "token_type_hint",
+]
 VALUES = st.one_of(
-    st.sampled_from(["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange",
-                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                     "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
-                     "urn:ietf:params:oauth:token-type:jwt", "eyJhbGciOiJub25lIn0.e30.",
-                     "eyJ.eyJ.sig", '[{"type":"tessera_session"}]', "[]", "{}", "-1",
-                     "99999999999", "agt_x", "svc_x", "sha256:" + "0" * 64]),
-    st.text(max_size=60))
+    st.sampled_from(
+        [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            "urn:ietf:params:oauth:token-type:jwt",
+            "eyJhbGciOiJub25lIn0.e30.",
+            "eyJ.eyJ.sig",
+            '[{"type":"tessera_session"}]',
+            "[]",
+            "{}",
+            "-1",
+            "99999999999",
+            "agt_x",
+            "svc_x",
+            "sha256:" + "0" * 64,
+        ]
+    ),
+    st.text(max_size=60),
+)
 
 
 @pytest.fixture
@@ -34,15 +62,22 @@ def http(sqlite_tessera: Tessera) -> Iterator[TestClient]:
 
 
 @seed(7)
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
-@given(path=st.sampled_from(["/oauth/token", "/oauth/introspect", "/oauth/revoke"]),
-       form=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8),
-       dpop=st.one_of(st.none(), VALUES),
-       auth=st.one_of(st.none(), st.sampled_from(["Basic !!!", "Basic YTpi", "Bearer x"])))
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    path=st.sampled_from(["/oauth/token", "/oauth/introspect", "/oauth/revoke"]),
+    form=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8),
+    dpop=st.one_of(st.none(), VALUES),
+    auth=st.one_of(st.none(), st.sampled_from(["Basic !!!", "Basic YTpi", "Bearer x"])),
+)
 def test_oauth_endpoints_never_fail_with_a_server_error(
-        http: TestClient, path: str, form: dict[str, str], dpop: str | None,
-        auth: str | None) -> None:
+    http: TestClient, path: str, form: dict[str, str], dpop: str | None, auth: str | None
+) -> None:
     headers = {}
     if dpop is not None and dpop.isprintable() and dpop.isascii():
         headers["DPoP"] = dpop

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from tests.conftest import make_config
 
 from tessera.app import Tessera, build, initialise
 from tessera.clock import SystemClock
@@ -22,7 +23,6 @@ from tessera.crypto.keys import SigningKey, generate_signing_key, jwk_thumbprint
 from tessera.http.asgi import create_app
 from tessera.sdk import SessionClient, client_assertion
 from tessera.tokens.dev import mint_dev_user_token
-from tests.conftest import make_config
 
 DIGEST = "sha256:" + "a1" * 32
 OTHER_DIGEST = "sha256:" + "b2" * 32
@@ -179,24 +179,29 @@ def test_metadata_advertises_endpoints(world: World) -> None:
 
 def test_autonomous_session_is_dpop_bound_and_carries_every_layer(world: World) -> None:
     body = world.root()
-    assert body["token_type"] == "DPoP" and body["expires_in"] == 900
+    assert body["token_type"] == "DPoP"
+    assert body["expires_in"] == 900
     c = _claims(world, body["access_token"])
     agent = world.t.identity.get_agent("planner")
     assert c["sub"] == c["client_id"] == agent.id
     assert c["cnf"]["jkt"] == world.parent.dpop_jkt
-    assert c["operator"] == world.op_id and c["model"]["digest"] == DIGEST
+    assert c["operator"] == world.op_id
+    assert c["model"]["digest"] == DIGEST
     assert c["authorization_details"][0]["tools"] == ["docs/*"]
     assert c["authorization_details"][0]["budgets"] == {"tool_calls": 10}
-    assert "act" not in c and c["depth"] == 0
+    assert "act" not in c
+    assert c["depth"] == 0
     intro = world.introspect(body["access_token"])
-    assert intro["active"] is True and intro["budgets_remaining"] == {"tool_calls": 10}
+    assert intro["active"] is True
+    assert intro["budgets_remaining"] == {"tool_calls": 10}
 
 
 def test_on_behalf_of_is_intersected_with_the_users_rights(world: World) -> None:
     body = world.root(subject_token=world.user_token())
     c = _claims(world, body["access_token"])
     alice = world.t.identity.get_user("alice")
-    assert c["sub"] == alice.id and c["act"] == {"sub": c["client_id"]}
+    assert c["sub"] == alice.id
+    assert c["act"] == {"sub": c["client_id"]}
     # docs/* ∩ alice's [docs/read, docs/search]
     assert c["authorization_details"][0]["tools"] == ["docs/read", "docs/search"]
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
@@ -207,7 +212,8 @@ def test_on_behalf_of_is_intersected_with_the_users_rights(world: World) -> None
         attestation=world.attest(world.parent),
         subject_token=world.user_token(),
     )
-    assert r.status_code == 400 and r.json()["error"] == "invalid_authorization_details"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_authorization_details"
 
 
 def test_delegation_narrows_nests_act_and_carves_budget(world: World) -> None:
@@ -229,9 +235,12 @@ def test_delegation_narrows_nests_act_and_carves_budget(world: World) -> None:
     assert r.status_code == 200, r.text
     c = _claims(world, r.json()["access_token"])
     p = _claims(world, parent["access_token"])
-    assert c["client_id"] == world.child.client_id and c["sub"] == p["sub"]
+    assert c["client_id"] == world.child.client_id
+    assert c["sub"] == p["sub"]
     assert c["act"] == {"sub": world.child.client_id, "act": {"sub": p["client_id"]}}
-    assert c["depth"] == 1 and c["parent"] and c["exp"] <= p["exp"]
+    assert c["depth"] == 1
+    assert c["parent"]
+    assert c["exp"] <= p["exp"]
     assert c["cnf"]["jkt"] == world.child.dpop_jkt
     assert c["authorization_details"][0]["tools"] == ["docs/read"]
     assert world.introspect(parent["access_token"])["budgets_remaining"] == {"tool_calls": 6}
@@ -285,7 +294,8 @@ def test_only_the_holder_with_its_dpop_key_may_delegate(world: World) -> None:
         details=DETAILS,
         child_attestation=world.attest(world.child),
     )
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
     # the parent with a different DPoP key (a thief holding the token and the client key)
     thief = SessionClient(
         world.parent.issuer,
@@ -302,7 +312,8 @@ def test_only_the_holder_with_its_dpop_key_may_delegate(world: World) -> None:
         details=DETAILS,
         child_attestation=world.attest(world.child),
     )
-    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_dpop_proof"
 
 
 def test_model_attestation_rules(world: World) -> None:
@@ -316,15 +327,18 @@ def test_model_attestation_rules(world: World) -> None:
         world.http,
     )
     r = other.session(details=DETAILS, resource=RESOURCE, attestation=wrong)
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
     # a registered model the ceiling does not allow
     r = world.parent.session(
         details=DETAILS, resource=RESOURCE, attestation=world.attest(world.parent, OTHER_DIGEST)
     )
-    assert r.status_code == 400 and r.json()["error"] == "unauthorized_client"
+    assert r.status_code == 400
+    assert r.json()["error"] == "unauthorized_client"
     # self-asserted digests are refused for agents that require attestation
     r = world.parent.session(details=DETAILS, resource=RESOURCE, model_digest=DIGEST)
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
     # a revoked model can no longer start sessions, and its sessions die at once
     body = world.root()
     world.t.identity.revoke_model(DIGEST, actor="test")
@@ -355,7 +369,8 @@ def test_lifecycle_changes_revoke_sessions_immediately(world: World, change: str
         details=DETAILS, resource=RESOURCE, attestation=world.attest(world.parent)
     )
     if change != "disable_user":
-        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+        assert r.status_code == 401
+        assert r.json()["error"] == "invalid_client"
 
 
 def test_client_assertion_rules(world: World) -> None:
@@ -386,7 +401,8 @@ def test_client_assertion_rules(world: World) -> None:
     )
     form["model_attestation"] = world.attest(world.parent)
     r = world.http.post("/oauth/token", data=form, headers={"DPoP": proof})
-    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
     assert r.headers["cache-control"] == "no-store"
     # wrong audience, and a key that is not registered
     for bad in (
@@ -394,7 +410,8 @@ def test_client_assertion_rules(world: World) -> None:
         client_assertion(generate_signing_key(), world.parent.client_id, aud),
     ):
         r = world.http.post("/oauth/token", data=dict(form, client_assertion=bad))
-        assert r.status_code == 401 and r.json() == {
+        assert r.status_code == 401
+        assert r.json() == {
             "error": "invalid_client",
             "error_description": "client authentication failed",
         }
@@ -405,7 +422,8 @@ def test_dpop_is_required_and_single_use(world: World) -> None:
         world.parent.issuer, world.parent.client_id, world.parent.key, None, world.http
     )
     r = bearer.session(details=DETAILS, resource=RESOURCE, attestation=world.attest(world.parent))
-    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_dpop_proof"
     aud = world.t.config.issuer
     proof = create_proof(
         world.parent.dpop_key,
@@ -430,9 +448,11 @@ def test_dpop_is_required_and_single_use(world: World) -> None:
 
 def test_bad_requests_get_oauth_errors(world: World) -> None:
     r = world.http.post("/oauth/token", data={"grant_type": "password"})
-    assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
+    assert r.status_code == 400
+    assert r.json()["error"] == "unsupported_grant_type"
     r = world.http.post("/oauth/token", content=b"{}", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
     r = world.http.post(
         "/oauth/token",
         content=b"grant_type=a&grant_type=b",
@@ -440,7 +460,8 @@ def test_bad_requests_get_oauth_errors(world: World) -> None:
     )
     assert r.json()["error"] == "invalid_request"
     r = world.http.post("/oauth/token", data={"grant_type": "client_credentials"})
-    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
     r = world.parent.session(
         details={"type": "other"}, resource=RESOURCE, attestation=world.attest(world.parent)
     )
@@ -462,7 +483,8 @@ def test_introspection_needs_the_introspect_scope(world: World) -> None:
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         },
     )
-    assert r.status_code == 403 and r.json()["error"] == "unauthorized_client"
+    assert r.status_code == 403
+    assert r.json()["error"] == "unauthorized_client"
     assert world.introspect("not.a.token") == {"active": False}
 
 
@@ -489,7 +511,8 @@ def test_service_client_credentials_token(world: World) -> None:
         },
     )
     assert r.status_code == 200, r.text
-    assert r.json()["scope"] == "pdp.evaluate" and r.json()["token_type"] == "Bearer"
+    assert r.json()["scope"] == "pdp.evaluate"
+    assert r.json()["token_type"] == "Bearer"
     r = world.http.post(
         "/oauth/token",
         data={
@@ -515,7 +538,10 @@ def test_issuance_is_evidence_with_every_identity_layer(world: World) -> None:
     records = world.t.audit.query(AuditQuery(event_type="session.issued"))
     assert len(records) == 1
     actor = records[0]["actor"]
-    assert actor["agent"] == claims["client_id"] and actor["user"] == claims["sub"]
-    assert actor["session"] == claims["sid"] and actor["operator"] == claims["operator"]
-    assert actor["model_digest"] == DIGEST and records[0]["jti"] == claims["jti"]
+    assert actor["agent"] == claims["client_id"]
+    assert actor["user"] == claims["sub"]
+    assert actor["session"] == claims["sid"]
+    assert actor["operator"] == claims["operator"]
+    assert actor["model_digest"] == DIGEST
+    assert records[0]["jti"] == claims["jti"]
     assert body["access_token"] not in json.dumps(records)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from tests.conftest import make_config
 
 from tessera.app import Tessera, build, initialise
 from tessera.clock import SystemClock
@@ -19,7 +20,6 @@ from tessera.crypto.jws import sign_jwt
 from tessera.crypto.keys import SigningKey, generate_signing_key
 from tessera.http.asgi import create_app
 from tessera.sdk import SessionClient
-from tests.conftest import make_config
 
 DIGEST = "sha256:" + "c3" * 32
 SPIFFE_ID = "spiffe://acme.example/ns/agents/sa/bot"
@@ -30,10 +30,12 @@ SPIFFE_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 @pytest.fixture
 def setup(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
     bundle_key = generate_signing_key()
-    (tmp_path / "bundles.json").write_text(json.dumps(
-        {"acme.example": {"keys": [bundle_key.public_jwk()]}}))
-    config = make_config(tmp_path, TESSERA_SPIFFE_BUNDLES=str(tmp_path / "bundles.json"),
-                         TESSERA_DPOP_NONCES="1")
+    (tmp_path / "bundles.json").write_text(
+        json.dumps({"acme.example": {"keys": [bundle_key.public_jwk()]}})
+    )
+    config = make_config(
+        tmp_path, TESSERA_SPIFFE_BUNDLES=str(tmp_path / "bundles.json"), TESSERA_DPOP_NONCES="1"
+    )
     initialise(config, clock=SystemClock(), engine=engine)
     t = build(config, engine=engine)
     t.identity.create_operator("acme", None, actor="t")
@@ -41,36 +43,62 @@ def setup(engine: Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
     t.identity.register_model("acme", "llm", "1", DIGEST, actor="t")
     agent_key = generate_signing_key()
     agent = t.identity.register_agent(
-        "bot", operator="acme", owner="owner", purpose="p", expires_in_days=3,
+        "bot",
+        operator="acme",
+        owner="owner",
+        purpose="p",
+        expires_in_days=3,
         ceiling={"tools": ["docs/*"], "data_scopes": ["doc:*"], "models": [DIGEST]},
-        attestation_required=False, spiffe_id=SPIFFE_ID, jwk=agent_key.public_jwk(),
-        actor="t").value.agent
+        attestation_required=False,
+        spiffe_id=SPIFFE_ID,
+        jwk=agent_key.public_jwk(),
+        actor="t",
+    ).value.agent
     with TestClient(create_app(t), raise_server_exceptions=False) as http:
-        yield {"t": t, "http": http, "bundle_key": bundle_key, "agent": agent,
-               "agent_key": agent_key}
+        yield {
+            "t": t,
+            "http": http,
+            "bundle_key": bundle_key,
+            "agent": agent,
+            "agent_key": agent_key,
+        }
 
 
 def _svid(key: SigningKey, t: Tessera, sub: str = SPIFFE_ID) -> str:
     now = int(time.time())
-    return sign_jwt({"sub": sub, "aud": [f"{t.config.issuer}/oauth/token"], "iat": now,
-                     "exp": now + 300}, key, typ="JWT")
+    return sign_jwt(
+        {"sub": sub, "aud": [f"{t.config.issuer}/oauth/token"], "iat": now, "exp": now + 300},
+        key,
+        typ="JWT",
+    )
 
 
-def _post(setup: dict[str, Any], svid: str, dpop: SigningKey | None,
-          nonce: str | None = None) -> Any:
+def _post(
+    setup: dict[str, Any], svid: str, dpop: SigningKey | None, nonce: str | None = None
+) -> Any:
     t, http = setup["t"], setup["http"]
     headers = {}
     if dpop is not None:
-        headers["DPoP"] = create_proof(dpop, htm="POST", htu=f"{t.config.issuer}/oauth/token",
-                                       iat=time.time(), nonce=nonce)
-    return http.post("/oauth/token", headers=headers, data={
-        "grant_type": "client_credentials", "client_assertion_type": SPIFFE_TYPE,
-        "client_assertion": svid, "resource": "https://tools.example/mcp",
-        "model_digest": DIGEST, "authorization_details": json.dumps([DETAILS])})
+        headers["DPoP"] = create_proof(
+            dpop, htm="POST", htu=f"{t.config.issuer}/oauth/token", iat=time.time(), nonce=nonce
+        )
+    return http.post(
+        "/oauth/token",
+        headers=headers,
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": SPIFFE_TYPE,
+            "client_assertion": svid,
+            "resource": "https://tools.example/mcp",
+            "model_digest": DIGEST,
+            "authorization_details": json.dumps([DETAILS]),
+        },
+    )
 
 
 def test_jwt_svid_authenticates_the_registered_agent_with_dpop_and_nonce(
-        setup: dict[str, Any]) -> None:
+    setup: dict[str, Any],
+) -> None:
     dpop = generate_signing_key()
     svid = _svid(setup["bundle_key"], setup["t"])
     first = _post(setup, svid, dpop)
@@ -85,17 +113,18 @@ def test_jwt_svid_authenticates_the_registered_agent_with_dpop_and_nonce(
     assert _post(setup, svid, dpop, "forged").json()["error"] == "use_dpop_nonce"
 
 
-def test_jwt_svid_needs_dpop_a_trusted_bundle_and_a_registered_id(
-        setup: dict[str, Any]) -> None:
+def test_jwt_svid_needs_dpop_a_trusted_bundle_and_a_registered_id(setup: dict[str, Any]) -> None:
     t = setup["t"]
     r = _post(setup, _svid(setup["bundle_key"], t), None)
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_dpop_proof"
     dpop = generate_signing_key()
     nonce = _post(setup, _svid(setup["bundle_key"], t), dpop).headers["DPoP-Nonce"]
-    for svid in (_svid(generate_signing_key(), t),  # not signed by the bundle
-                 _svid(setup["bundle_key"], t, "spiffe://other.example/x"),  # other domain
-                 _svid(setup["bundle_key"], t, "spiffe://acme.example/unknown")):
+    for svid in (
+        _svid(generate_signing_key(), t),  # not signed by the bundle
+        _svid(setup["bundle_key"], t, "spiffe://other.example/x"),  # other domain
+        _svid(setup["bundle_key"], t, "spiffe://acme.example/unknown"),
+    ):
         r = _post(setup, svid, dpop, nonce)
         assert r.status_code == 401
         assert r.json()["error"] == "invalid_client"
@@ -103,9 +132,13 @@ def test_jwt_svid_needs_dpop_a_trusted_bundle_and_a_registered_id(
 
 def test_session_client_retries_with_the_server_nonce(setup: dict[str, Any]) -> None:
     t = setup["t"]
-    client = SessionClient(t.config.issuer, setup["agent"].id, setup["agent_key"],
-                           generate_signing_key(), setup["http"])
-    r = client.session(details=DETAILS, resource="https://tools.example/mcp",
-                       model_digest=DIGEST)
+    client = SessionClient(
+        t.config.issuer,
+        setup["agent"].id,
+        setup["agent_key"],
+        generate_signing_key(),
+        setup["http"],
+    )
+    r = client.session(details=DETAILS, resource="https://tools.example/mcp", model_digest=DIGEST)
     assert r.status_code == 200, r.text
     assert client.nonce is not None

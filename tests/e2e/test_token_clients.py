@@ -12,9 +12,9 @@ from typing import Any
 import jwt
 import pytest
 import requests_oauth2client as roc
+from tests.e2e.test_server_process import _free_port, _start, _stop, _wait_healthy
 
 from tessera.sdk import actor_token, load_private_jwk, model_attestation
-from tests.e2e.test_server_process import _free_port, _start, _stop, _wait_healthy
 
 RESOURCE = "https://tools.example/mcp"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -133,7 +133,8 @@ def test_requests_oauth2client_full_flow(server: dict[str, Any]) -> None:
         audience=RESOURCE,
         issuer=md["issuer"],
     )
-    assert claims["client_id"] == agent_id and claims["sub"] == ids["alice"]
+    assert claims["client_id"] == agent_id
+    assert claims["sub"] == ids["alice"]
     assert claims["cnf"]["jkt"] == dpop_key.dpop_jkt
 
     # Delegation: the parent sends, the child consents with its actor token.
@@ -174,7 +175,8 @@ def test_requests_oauth2client_full_flow(server: dict[str, Any]) -> None:
         ),
     )
     intro = svc.introspect_token(child_token.access_token)
-    assert intro["active"] is True and intro["act"]["sub"] == child_id
+    assert intro["active"] is True
+    assert intro["act"]["sub"] == child_id
 
     # Revocation by the agent revokes the whole subtree.
     assert client.revoke_access_token(token.access_token) is True

@@ -80,8 +80,9 @@ class KeyStore(Protocol):
 
 
 class KeyRing:
-    def __init__(self, store: KeyStore, clock: Clock, kek: bytes,
-                 cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self, store: KeyStore, clock: Clock, kek: bytes, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
         self._store = store
         self._clock = clock
         self._kek = kek
@@ -154,8 +155,11 @@ class KeyRing:
         mono = time.monotonic()
         now = self._clock.now()
         with self._lock:
-            if (self._jwks is not None and mono - self._jwks_at < self._cache_seconds
-                    and (self._jwks_until is None or now < self._jwks_until)):
+            if (
+                self._jwks is not None
+                and mono - self._jwks_at < self._cache_seconds
+                and (self._jwks_until is None or now < self._jwks_until)
+            ):
                 return self._jwks
         recs = [r for r in self.list() if r.published_at(now)]
         recs.sort(key=lambda r: (r.status != "active", -r.created_at.timestamp()))

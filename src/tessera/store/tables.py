@@ -245,3 +245,61 @@ audit_checkpoints = Table(
     Column("jws", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- relationship engine (migration 0004) ---------------------------------------------------
+
+# Applied authorization models; exactly one row is active (the newest applied).
+rebac_models = Table(
+    "rebac_models",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dsl", Text, nullable=False),
+    Column("json", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # of its rebac.model_applied event
+    Index("ix_rebac_models_active", "active"),
+)
+
+rebac_tuples = Table(
+    "rebac_tuples",
+    metadata,
+    Column("object", String(256), primary_key=True),
+    Column("relation", String(64), primary_key=True),
+    Column("user", String(512), primary_key=True),
+    Column("condition", String(64)),
+    Column("context", Text),  # JSON object, only with a condition
+    Column("expires_at", DateTime(timezone=True)),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+    Index("ix_rebac_tuples_user", "user"),
+)
+
+# The changes of a large tuple batch, keyed by the sequence of its one event (small batches
+# ride in the event payload instead).
+rebac_changes = Table(
+    "rebac_changes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("op", String(8), nullable=False),  # write | delete
+    Column("object", String(256), nullable=False),
+    Column("relation", String(64), nullable=False),
+    Column("user", String(512), nullable=False),
+    Column("condition", String(64)),
+    Column("context", Text),
+    Column("expires_at", DateTime(timezone=True)),
+)
+
+# Policy bundle versions (policy-as-code); exactly one row is active at a time.
+policy_bundles = Table(
+    "policy_bundles",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("files", Text, nullable=False),  # JSON object: file name -> text
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Index("ix_policy_bundles_active", "active"),
+)

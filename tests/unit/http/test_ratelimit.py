@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from tests.conftest import make_config
 
 from tessera.app import build, initialise
 from tessera.clock import ManualClock
 from tessera.http.asgi import create_app
 from tessera.http.ratelimit import TokenBucket
 from tessera.store.engine import make_engine
-from tests.conftest import make_config
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
@@ -34,8 +34,7 @@ def limited(tmp_path: Path, clock: ManualClock) -> Iterator[TestClient]:
 
 
 def test_token_endpoint_answers_429_with_retry_after(limited: TestClient) -> None:
-    codes = [limited.post("/oauth/token", data={"grant_type": "x"}).status_code
-             for _ in range(8)]
+    codes = [limited.post("/oauth/token", data={"grant_type": "x"}).status_code for _ in range(8)]
     assert codes[:4] == [400, 400, 400, 400]  # burst of 2 x rate
     assert 429 in codes
     r = limited.post("/oauth/token", data={"grant_type": "x"})

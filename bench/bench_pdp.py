@@ -1,0 +1,272 @@
+"""Decision point: AuthZEN evaluations over HTTP (one uvicorn worker, 32 connections,
+loopback, SQLite) for a realistic agent request — a cached session token (liveness read
+from the store on every decision), a 3-hop ReBAC check (document → folder → team →
+agent) and 100 Cedar policies — batches of 100, the in-process decision, and 100 vs
+1,000 policies (Cedar slicing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_tokens import ASSERTION, TESSERA, Fixture, _cli
+from harness import Row, latency_row, percentile, time_each
+
+from tessera.crypto.dpop import create_proof
+from tessera.sdk import client_assertion, model_attestation
+
+BUNDLE = Path(__file__).resolve().parents[1] / "examples" / "policy-bundle"
+CONCURRENCY = 32
+FILLER_ACTIONS = 50
+
+
+def make_bundle(dest: Path, n_policies: int, same_action_every: int = 10) -> Path:
+    """The demo bundle plus filler policies up to ``n_policies``: one in
+    ``same_action_every`` on the benchmarked action (conditions that never hold), the rest
+    on 50 other actions (0: none on the benchmarked action)."""
+    shutil.copytree(BUNDLE, dest)
+    actions = [f"filler/a{i}" for i in range(FILLER_ACTIONS)]
+    manifest = (dest / "bundle.yaml").read_text()
+    extra = "".join(f"  {a}: {{relation: null}}\n" for a in actions)
+    manifest = manifest.replace("actions:\n", "actions:\n" + extra, 1)
+    (dest / "bundle.yaml").write_text(manifest)
+    schema = (dest / "schema.cedarschema").read_text()
+    names = ", ".join(json.dumps(a) for a in actions)
+    applies = "principal: [agent, user], resource: [document], context: Ctx"
+    schema += f"action {names}\n  appliesTo {{ {applies} }};\n"
+    (dest / "schema.cedarschema").write_text(schema)
+    out = []
+    for i in range(n_policies - 4):
+        if same_action_every and i % same_action_every == 0:
+            out.append(
+                f'@id("f{i}")\nforbid (principal is agent, action == Action::"docs/read", '
+                f"resource) when {{ principal.depth > {6 + i} }};"
+            )
+        else:
+            out.append(
+                f'@id("f{i}")\npermit (principal is agent, action == Action::"filler/a{i % 50}", '
+                f'resource is document) when {{ principal.operator == "op_{i}" }};'
+            )
+    (dest / "filler.cedar").write_text("\n".join(out) + "\n")
+    return dest
+
+
+class PdpFixture(Fixture):
+    def __init__(self, data: Path, port: int, bundle: Path) -> None:
+        super().__init__(data, port)
+        _cli(self.env, "policy", "apply", str(bundle))
+
+    def session_token(self) -> str:
+        form = {
+            "grant_type": "client_credentials",
+            "resource": "mcp-gateway",
+            "authorization_details": json.dumps(
+                [{"type": "tessera_session", "tools": ["docs/read"], "data_scope": ["doc:*"]}]
+            ),
+            "client_assertion_type": ASSERTION,
+            "client_assertion": client_assertion(self.key, self.agent, self.endpoint),
+            "model_attestation": model_attestation(
+                self.op_key, self.op_id, self.agent, self.digest, self.jkt, self.base
+            ),
+        }
+        proof = create_proof(self.dpop, htm="POST", htu=self.endpoint, iat=time.time())
+        r = httpx.post(self.endpoint, data=form, headers={"DPoP": proof})
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def service_token(self) -> str:
+        form = {
+            "grant_type": "client_credentials",
+            "scope": "pdp.evaluate",
+            "client_assertion_type": ASSERTION,
+            "client_assertion": client_assertion(self.svc_key, self.svc_id, self.endpoint),
+        }
+        r = httpx.post(self.endpoint, data=form)
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def request(self, token: str) -> dict[str, Any]:
+        return {
+            "subject": {
+                "type": "agent",
+                "id": self.agent,
+                "properties": {"token": token, "jkt": self.jkt},
+            },
+            "action": {"name": "docs/read"},
+            "resource": {"type": "document", "id": "roadmap"},
+        }
+
+
+async def _fire(
+    url: str, bodies: list[Any], auth: str, *, method: str = "POST"
+) -> tuple[list[float], float, int]:
+    """A minimal keep-alive HTTP/1.1 load generator on raw asyncio streams: httpx's async
+    client saturates a core by itself at 32 connections (``/healthz`` tops out near 80/s
+    here), which would measure the client, not the server."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    hostname, _, port = host.partition(":")
+    lat: list[float] = []
+    errors = 0
+    queue = list(bodies)
+
+    def raw(body: Any) -> bytes:
+        data = json.dumps(body).encode() if method == "POST" else b""
+        head = (
+            f"{method} /{rest} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        return head.encode() + data
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(hostname, int(port))
+        try:
+            while queue:
+                message = raw(queue.pop())
+                t0 = time.perf_counter()
+                writer.write(message)
+                status = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                payload = await reader.readexactly(length)
+                lat.append((time.perf_counter() - t0) * 1e6)
+                ok = b" 200 " in status and (method != "POST" or b'"decision":true' in payload)
+                errors += not ok
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - t0
+    return lat, len(bodies) / elapsed, errors
+
+
+def _rows(n: int, batches: int, inproc: int) -> list[Row]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        b100 = make_bundle(Path(tmp) / "b100", 100)
+        b1000 = make_bundle(Path(tmp) / "b1000", 1000)
+        other = make_bundle(Path(tmp) / "b1000o", 1000, same_action_every=0)
+        fx = PdpFixture(Path(tmp) / "data", port, b100)
+        proc = subprocess.Popen(
+            [TESSERA, "serve"], env=fx.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        rows: list[Row] = []
+        try:
+            for _ in range(100):
+                try:
+                    httpx.get(f"{fx.base}/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            token, auth = fx.session_token(), fx.service_token()
+            body = fx.request(token)
+            url = f"{fx.base}/access/v1/evaluation"
+            lat, rate, errors = asyncio.run(
+                _fire(f"{fx.base}/healthz", [None] * n, auth, method="GET")
+            )
+            rows.append(
+                Row(
+                    "HTTP GET /healthz (baseline of the stack)",
+                    "µs/op",
+                    statistics.median(lat),
+                    percentile(lat, 99),
+                    n,
+                    f"{rate:,.0f} req/s, {CONCURRENCY} conns, {errors} errors",
+                )
+            )
+            asyncio.run(_fire(url, [body] * 50, auth))  # warm the token cache
+            lat, rate, errors = asyncio.run(_fire(url, [body] * n, auth))
+            rows.append(
+                Row(
+                    "HTTP evaluation (agent, 3-hop ReBAC, 100 policies)",
+                    "µs/op",
+                    statistics.median(lat),
+                    percentile(lat, 99),
+                    n,
+                    f"{rate:,.0f} decisions/s, {CONCURRENCY} conns, {errors} errors",
+                )
+            )
+            batch = {
+                "subject": body["subject"],
+                "action": body["action"],
+                "evaluations": [{"resource": body["resource"]}] * 100,
+            }
+            lat, rate, errors = asyncio.run(
+                _fire(f"{fx.base}/access/v1/evaluations", [batch] * batches, auth)
+            )
+            rows.append(
+                Row(
+                    "HTTP evaluations, batch of 100",
+                    "µs/batch",
+                    statistics.median(lat),
+                    percentile(lat, 99),
+                    batches,
+                    f"{rate * 100:,.0f} decisions/s, {CONCURRENCY} conns, {errors} errors",
+                )
+            )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        rows += _in_process(fx, token, [(100, b100), (1000, b1000), (-1000, other)], inproc)
+    return rows
+
+
+def _in_process(fx: PdpFixture, token: str, bundles: list[tuple[int, Path]], n: int) -> list[Row]:
+    from tessera.app import build
+    from tessera.config import load_config
+    from tessera.pdp.agents import Caller
+    from tessera.pdp.model import parse_evaluation
+    from tessera.pdp.pipeline import StaticBundle
+    from tessera.policy.bundle import load_bundle, read_bundle_dir
+
+    t = build(load_config(fx.env))
+    caller = Caller(fx.svc_id, "mcp-gateway", "token")
+    req = parse_evaluation(fx.request(token))
+    point = t.pdp.point
+    rows = []
+    for size, path in bundles:
+        point.bundles = StaticBundle(load_bundle(read_bundle_dir(path)), abs(size))
+        d = point.decide(req, caller)
+        if not d.allowed:
+            raise RuntimeError(f"benchmark request denied: {d.reasons}")
+        samples = time_each(lambda: point.decide(req, caller), n)
+        label = f"{abs(size)} policies" + (", none on this action" if size < 0 else "")
+        rows.append(
+            latency_row(
+                f"in-process decision, {label}",
+                samples,
+                "token cached; liveness + ReBAC + Cedar slice",
+            )
+        )
+        stages = time_each(
+            lambda: point.bundles.active().bundle.cedar.authorize(  # type: ignore[union-attr]
+                ("agent", fx.agent),
+                "docs/read",
+                ("document", "roadmap"),
+                {"risk": {"score": 0, "level": "none"}},
+                [{"uid": {"type": "agent", "id": fx.agent}, "attrs": {}, "parents": []}],
+            ),
+            n,
+        )
+        rows.append(latency_row(f"  Cedar stage alone, {label}", stages, "sliced"))
+    t.close()
+    return rows
+
+
+def run(quick: bool) -> list[Row]:
+    return _rows(500 if quick else 3000, 20 if quick else 100, 300 if quick else 2000)

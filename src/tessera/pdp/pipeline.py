@@ -1,0 +1,361 @@
+"""The decision pipeline (DESIGN 5): token limits → ReBAC (agent, then user) → behaviour
+score → Cedar → risk rules → verdict. Combining rules are in ``combine.py``.
+
+A plain evaluation never creates an approval request: ``approval_required`` is only a
+verdict here. Every error inside a stage is a deny with the error as reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from tessera.clock import Clock
+from tessera.identity.ceiling import covered_by_any
+from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller, SessionTokenVerifier
+from tessera.pdp.combine import combine, is_final
+from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
+from tessera.pdp.ports import (
+    AttributeSource,
+    BehaviourScorer,
+    DecisionRecord,
+    DecisionRecorder,
+    MemoryAttributes,
+    MemoryTaint,
+    NeutralBehaviour,
+    NoopRecorder,
+    RelationChecker,
+    RiskScore,
+    SessionTaint,
+)
+from tessera.policy.bundle import PolicyBundle
+from tessera.policy.service import ActiveBundle
+
+AGENT: Final = "agent"
+_PRIVATE_PROPS: Final = frozenset({"token", "jkt"})
+
+
+class BundleSource(Protocol):
+    def active(self) -> ActiveBundle | None: ...
+
+
+class StaticBundle:
+    def __init__(self, bundle: PolicyBundle | None, version: int | None = None) -> None:
+        self._active = None if bundle is None else ActiveBundle(bundle, version)
+
+    def active(self) -> ActiveBundle | None:
+        return self._active
+
+
+def cedar_value(value: Any) -> Any:
+    """JSON → Cedar JSON: arrays become sets, ``null`` members are dropped, non-integral
+    numbers become strings (Cedar has no floats)."""
+    if isinstance(value, Mapping):
+        return {str(k): cedar_value(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [cedar_value(v) for v in value if v is not None]
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else repr(value)
+    return value
+
+
+def _entity(etype: str, eid: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"uid": {"type": etype, "id": eid}, "attrs": cedar_value(attrs), "parents": []}
+
+
+def _error(stage: str, exc: BaseException) -> StageResult:
+    msg = getattr(exc, "message", None) or type(exc).__name__
+    code = getattr(exc, "code", None) or "evaluation_error"
+    return StageResult(stage, "error", (Reason(stage, str(code), str(msg)[:300]),))
+
+
+class DecisionPoint:
+    """Evaluates AuthZEN requests against the active bundle; pure apart from its ports."""
+
+    def __init__(
+        self,
+        bundles: BundleSource,
+        clock: Clock,
+        *,
+        relations: RelationChecker | None = None,
+        attributes: AttributeSource | None = None,
+        behaviour: BehaviourScorer | None = None,
+        recorder: DecisionRecorder | None = None,
+        agents: SessionTokenVerifier | None = None,
+        taint: SessionTaint | None = None,
+    ) -> None:
+        self.bundles = bundles
+        self.clock = clock
+        self.relations = relations
+        self.attributes: AttributeSource = attributes or MemoryAttributes()
+        self.behaviour: BehaviourScorer = behaviour or NeutralBehaviour()
+        self.recorder: DecisionRecorder = recorder or NoopRecorder()
+        self.agents = agents
+        self.taint: SessionTaint = taint or MemoryTaint()
+
+    # -- public API ----------------------------------------------------------------------
+
+    def evaluate(
+        self, req: EvaluationRequest, caller: Caller, *, request_id: str | None = None
+    ) -> Decision:
+        decision = self.decide(req, caller)
+        self.recorder.record(
+            DecisionRecord("evaluation", caller.service_id, request_id, ((req, decision),))
+        )
+        return decision
+
+    def evaluate_many(
+        self,
+        reqs: Sequence[EvaluationRequest],
+        semantic: str,
+        caller: Caller,
+        *,
+        request_id: str | None = None,
+    ) -> list[Decision]:
+        """AuthZEN §7.1.2 semantics; the batch is one audit record listing its decisions."""
+        out: list[tuple[EvaluationRequest, Decision]] = []
+        memo: dict[str, AgentSubject | AgentTokenRejected] = {}
+        for req in reqs:
+            d = self.decide(req, caller, memo=memo)
+            out.append((req, d))
+            if semantic == "deny_on_first_deny" and not d.allowed:
+                break
+            if semantic == "permit_on_first_permit" and d.allowed:
+                break
+        self.recorder.record(
+            DecisionRecord("evaluations", caller.service_id, request_id, tuple(out))
+        )
+        return [d for _, d in out]
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def decide(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        *,
+        memo: dict[str, AgentSubject | AgentTokenRejected] | None = None,
+    ) -> Decision:
+        decision_id = "dec_" + secrets.token_hex(10)
+        active = self.bundles.active()
+        if active is None:
+            r = StageResult("policy", "error", (Reason("policy", "no_policy", "no active bundle"),))
+            return Decision("deny", r.reasons, decision_id, None, (r,))
+        trace: list[StageResult] = []
+        try:
+            self._run(req, caller, active.bundle, trace, memo)
+        except Exception as exc:  # fail closed: any failure is a deny with its reason
+            trace.append(_error("pipeline", exc))
+        verdict, reasons = combine(trace)
+        return Decision(verdict, reasons, decision_id, active.version, tuple(trace))
+
+    def _run(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        bundle: PolicyBundle,
+        trace: list[StageResult],
+        memo: dict[str, AgentSubject | AgentTokenRejected] | None,
+    ) -> None:
+        agent: AgentSubject | None = None
+        if req.subject.type == AGENT:
+            verified = self._stage(trace, "token", lambda: self._token(req, caller, memo))
+            if verified is None:
+                return
+            agent = verified
+            if self._stage(trace, "limits", lambda: self._limits(req, agent, bundle)) is None:
+                return
+        if self._stage(trace, "rebac", lambda: self._rebac(req, agent, bundle)) is None:
+            return
+        risk = self.behaviour_score(req, agent, trace)
+        if self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk)) is None:
+            return
+        self._stage(trace, "risk", lambda: self._risk(req, bundle, risk))
+        if agent is not None and not any(is_final(s) for s in trace):
+            marks = bundle.tools.get(req.action.name)
+            if marks is not None and marks.untrusted_input:
+                self.taint.taint(agent.claims.sid, req.action.name)
+
+    def _stage(self, trace: list[StageResult], name: str, fn: Callable[[], Any]) -> Any:
+        """Run a stage; append its result; return its value, or None when it ended the
+        pipeline (deny or error)."""
+        try:
+            result, value = fn()
+        except Exception as exc:
+            result, value = _error(name, exc), None
+        trace.append(result)
+        return None if is_final(result) else (value if value is not None else True)
+
+    def _token(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        memo: dict[str, AgentSubject | AgentTokenRejected] | None,
+    ) -> tuple[StageResult, AgentSubject | None]:
+        if self.agents is None:
+            raise AgentTokenRejected("agent subjects are not enabled")
+        key = (
+            str(req.subject.properties.get("token", ""))[:16_384]
+            + "|"
+            + str(req.subject.properties.get("jkt", req.context.get("dpop_jkt")))
+        )
+        try:
+            found = memo.get(key) if memo is not None else None
+            if found is None:
+                found = self.agents.verify(
+                    req.subject.properties,
+                    req.subject.id,
+                    req.context,
+                    caller,
+                    self.clock.timestamp(),
+                )
+        except AgentTokenRejected as exc:
+            found = exc
+        if memo is not None:
+            memo[key] = found
+        if isinstance(found, AgentTokenRejected):
+            # DESIGN 5: token failures stay one opaque reason; the cause is in the trace
+            # (audit record, explain), not in the answer.
+            reason = Reason("token", "invalid_token", "the agent token is not valid")
+            return StageResult("token", "deny", (reason,), {"cause": found.detail}), None
+        c = found.claims
+        detail = {"agent": c.client_id, "session": c.sid, "user": found.user, "act": list(c.actors)}
+        return StageResult("token", "allow", detail=detail), found
+
+    def _limits(
+        self, req: EvaluationRequest, agent: AgentSubject, bundle: PolicyBundle
+    ) -> tuple[StageResult, None]:
+        g = agent.claims.grant
+        tool = req.action.name
+        deny: list[Reason] = []
+        if not g.allows_tool(tool):
+            if covered_by_any(g.tools, tool, kind="tool"):
+                deny.append(Reason("limits", "tool_denied", f"{tool} is denied to this session"))
+            else:
+                deny.append(Reason("limits", "tool_not_granted", f"{tool} is not a session tool"))
+        rtype = bundle.scope_types.get(req.resource.type, req.resource.type)
+        scope = f"{rtype}:{req.resource.id}"
+        if not g.allows_scope(scope):
+            deny.append(
+                Reason("limits", "data_scope", f"{scope} is outside the session's data scope")
+            )
+        if g.budgets.get("tool_calls", 1) <= 0:
+            deny.append(Reason("limits", "budget_exhausted", "tool_calls"))
+        if deny:
+            return StageResult("limits", "deny", tuple(deny)), None
+        marks = bundle.tools.get(tool)
+        tainted = self.taint.is_tainted(agent.claims.sid) or req.context.get("tainted") is True
+        if marks is not None and marks.egress and tainted:
+            reason = Reason(
+                "limits",
+                "session_tainted",
+                f"{tool} is an egress tool and the session read untrusted content",
+            )
+            outcome = "deny" if bundle.taint == "deny" else "approval_required"
+            return StageResult("limits", outcome, (reason,)), None  # type: ignore[arg-type]
+        return StageResult("limits", "allow", detail={"tainted": tainted}), None
+
+    def _rebac(
+        self, req: EvaluationRequest, agent: AgentSubject | None, bundle: PolicyBundle
+    ) -> tuple[StageResult, None]:
+        rule = bundle.actions.get(req.action.name)
+        if rule is None:
+            reason = Reason(
+                "rebac", "unmapped_action", f"{req.action.name} is not mapped by the bundle"
+            )
+            return StageResult("rebac", "deny", (reason,)), None
+        if rule.relation is None:
+            return StageResult("rebac", "skip", detail={"relation": None}), None
+        if self.relations is None:
+            raise RuntimeError("no relationship engine configured")
+        obj = f"{req.resource.type}:{req.resource.id}"
+        users = (
+            [f"agent:{agent.agent}"] + ([f"user:{agent.user}"] if agent.user else [])
+            if agent is not None
+            else [f"{req.subject.type}:{req.subject.id}"]
+        )
+        checks = {}
+        for user in users:
+            ok = self.relations.check(user, rule.relation, obj, req.context)
+            checks[user] = ok
+            if not ok:
+                reason = Reason("rebac", "no_relation", f"{user} is not {rule.relation} of {obj}")
+                return StageResult("rebac", "deny", (reason,), {"checks": checks}), None
+        return StageResult(
+            "rebac", "allow", detail={"relation": rule.relation, "checks": checks}
+        ), None
+
+    def behaviour_score(
+        self, req: EvaluationRequest, agent: AgentSubject | None, trace: list[StageResult]
+    ) -> RiskScore:
+        try:
+            risk = self.behaviour.score(req, agent.claims.sid if agent else None)
+        except Exception:  # the deterministic decision stands; the trace says so
+            risk = RiskScore(0, "unavailable", available=False)
+        reasons = () if risk.available else (Reason("behaviour", "behaviour_unavailable"),)
+        trace.append(
+            StageResult("behaviour", "skip", reasons, {"score": risk.score, "level": risk.level})
+        )
+        return risk
+
+    def _cedar(
+        self,
+        req: EvaluationRequest,
+        agent: AgentSubject | None,
+        bundle: PolicyBundle,
+        risk: RiskScore,
+    ) -> tuple[StageResult, None]:
+        s, r = req.subject, req.resource
+        entities: list[dict[str, Any]] = []
+        if agent is not None:
+            principal = (AGENT, agent.agent)
+            attrs = dict(self.attributes.attributes(AGENT, agent.agent) or {})
+            attrs.update(agent.attributes())
+            if agent.user:
+                user_attrs = self.attributes.attributes("user", agent.user) or {}
+                entities.append(_entity("user", agent.user, user_attrs))
+        else:
+            principal = (s.type, s.id)
+            attrs = {k: v for k, v in s.properties.items() if k not in _PRIVATE_PROPS}
+            attrs.update(self.attributes.attributes(s.type, s.id) or {})
+        entities.append(_entity(principal[0], principal[1], attrs))
+        if (r.type, r.id) != principal:
+            rattrs = dict(r.properties)
+            rattrs.update(self.attributes.attributes(r.type, r.id) or {})
+            entities.append(_entity(r.type, r.id, rattrs))
+        context = {k: v for k, v in req.context.items() if k != "dpop_jkt"}
+        context["risk"] = {"score": risk.score, "level": risk.level}
+        answer = bundle.cedar.authorize(
+            principal, req.action.name, (r.type, r.id), cedar_value(context), entities
+        )
+        detail: dict[str, Any] = {"policies": list(answer.policies)}
+        if answer.errors:
+            detail["errors"] = list(answer.errors)
+        if answer.allowed:
+            reasons = tuple(Reason("policy", "permit", p) for p in answer.policies)
+            return StageResult("policy", "allow", reasons, detail), None
+        if answer.policies:
+            reasons = tuple(Reason("policy", "forbid", p) for p in answer.policies)
+            return StageResult("policy", "deny", reasons, detail), None
+        msg = "no policy permits the request" + (
+            "; " + answer.errors[0][:200] if answer.errors else ""
+        )
+        return StageResult("policy", "deny", (Reason("policy", "no_permit", msg),), detail), None
+
+    def _risk(
+        self, req: EvaluationRequest, bundle: PolicyBundle, risk: RiskScore
+    ) -> tuple[StageResult, None]:
+        """Risk rules (DESIGN 5): they may only tighten a decision."""
+        if not risk.available:
+            return StageResult("risk", "skip"), None
+        if risk.score >= bundle.deny_at:
+            reason = Reason("risk", "high_risk", f"behaviour score {risk.score}")
+            return StageResult("risk", "deny", (reason,)), None
+        rule = bundle.actions.get(req.action.name)
+        if risk.score >= bundle.approval_at and rule is not None and rule.sensitive:
+            reason = Reason(
+                "risk", "risk_approval", f"behaviour score {risk.score} on a sensitive action"
+            )
+            return StageResult("risk", "approval_required", (reason,)), None
+        return StageResult("risk", "skip"), None

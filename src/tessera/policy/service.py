@@ -1,0 +1,155 @@
+"""Policy bundle versions: validate, apply atomically as a new version, serve the active
+one to the decision point (DESIGN 6b: one active bundle version at a time).
+
+The decision point reads the active bundle from memory; a node looks for a newer active
+version at most once per ``refresh_interval`` seconds, so a bundle applied by the CLI
+(another process) reaches a running server within that bound.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from tessera.clock import Clock
+from tessera.errors import NotFound
+from tessera.policy.bundle import PolicyBundle, bundle_digest, load_bundle
+
+POLICY_APPLIED = "policy.applied"
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    version: int
+    name: str
+    digest: str
+    files: Mapping[str, str]
+    active: bool
+    created_at: datetime
+    actor: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "digest": self.digest,
+            "active": self.active,
+            "created_at": self.created_at.isoformat(),
+            "actor": self.actor,
+            "files": sorted(self.files),
+        }
+
+
+class PolicyRepo(Protocol):
+    def add_version(
+        self, name: str, digest: str, files: dict[str, str], created_at: datetime, actor: str
+    ) -> int: ...
+
+    def activate(self, version: int) -> bool: ...
+
+    def active_version(self) -> int | None: ...
+
+    def get(self, version: int) -> StoredBundle | None: ...
+
+    def list(self, limit: int = 50) -> list[StoredBundle]: ...
+
+
+class PolicyTx(Protocol):
+    @property
+    def policy(self) -> PolicyRepo: ...
+
+    @property
+    def events(self) -> Any: ...
+
+
+class PolicyStore(Protocol):
+    def read(self) -> AbstractContextManager[Any]: ...
+
+    def write(self) -> AbstractContextManager[Any]: ...
+
+
+@dataclass(frozen=True)
+class ActiveBundle:
+    bundle: PolicyBundle
+    version: int | None
+
+
+class PolicyService:
+    """Bundle versions in the store; implements the decision point's ``BundleSource``."""
+
+    def __init__(self, store: PolicyStore, clock: Clock, refresh_interval: float = 1.0) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = refresh_interval
+        self._active: ActiveBundle | None = None
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def apply(self, files: Mapping[str, str], *, actor: str) -> StoredBundle:
+        """Validate every part, then store it as a new active version in one transaction."""
+        bundle = load_bundle(files)
+        now = self._clock.now()
+        with self._store.write() as tx:
+            version = tx.policy.add_version(
+                bundle.name, bundle.digest, dict(bundle.files), now, actor
+            )
+            tx.events.append(
+                POLICY_APPLIED,
+                f"policy:{version}",
+                {"version": version, "name": bundle.name, "digest": bundle.digest},
+                actor,
+            )
+            stored: StoredBundle | None = tx.policy.get(version)
+        with self._lock:
+            self._active = ActiveBundle(bundle, version)
+            self._checked = self._clock.timestamp()
+        if stored is None:
+            raise NotFound("the applied version vanished")
+        return stored
+
+    def activate(self, version: int, *, actor: str) -> None:
+        """Roll back (or forward) to a stored version."""
+        with self._store.write() as tx:
+            if not tx.policy.activate(version):
+                raise NotFound(f"no policy version {version}")
+            tx.events.append(POLICY_APPLIED, f"policy:{version}", {"version": version}, actor)
+        self._checked = float("-inf")
+
+    def versions(self, limit: int = 50) -> list[StoredBundle]:
+        with self._store.read() as tx:
+            return list(tx.policy.list(limit))
+
+    def get(self, version: int) -> StoredBundle:
+        with self._store.read() as tx:
+            found: StoredBundle | None = tx.policy.get(version)
+        if found is None:
+            raise NotFound(f"no policy version {version}")
+        return found
+
+    def active(self) -> ActiveBundle | None:
+        """The active bundle, re-read when another node or the CLI applied a new one."""
+        now = self._clock.timestamp()
+        if now - self._checked < self._interval:
+            return self._active
+        with self._lock:
+            if now - self._checked < self._interval:
+                return self._active
+            with self._store.read() as tx:
+                version = tx.policy.active_version()
+                current = self._active.version if self._active else None
+                if version != current:
+                    stored = tx.policy.get(version) if version is not None else None
+                    self._active = (
+                        None
+                        if stored is None
+                        else ActiveBundle(load_bundle(stored.files), stored.version)
+                    )
+            self._checked = now
+            return self._active
+
+
+__all__ = ["ActiveBundle", "PolicyService", "StoredBundle", "bundle_digest"]

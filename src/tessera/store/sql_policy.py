@@ -1,0 +1,102 @@
+"""SQL repository of policy bundle versions (implements ``tessera.policy.service.PolicyRepo``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, func, select, update
+
+from tessera.clock import utc
+from tessera.policy.service import StoredBundle
+from tessera.store import tables as t
+
+_P = t.policy_bundles
+
+
+def _stored(row: Row[Any]) -> StoredBundle:
+    return StoredBundle(
+        row.version,
+        row.name,
+        row.digest,
+        json.loads(row.files),
+        bool(row.active),
+        utc(row.created_at),
+        row.actor,
+    )
+
+
+class SqlPolicyRepo:
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+
+    def add_version(
+        self, name: str, digest: str, files: dict[str, str], created_at: datetime, actor: str
+    ) -> int:
+        """Insert a new version and make it the only active one (same transaction)."""
+        self._c.execute(update(_P).where(_P.c.active.is_(True)).values(active=False))
+        result = self._c.execute(
+            _P.insert().values(
+                name=name,
+                digest=digest,
+                files=json.dumps(files, sort_keys=True),
+                active=True,
+                created_at=created_at,
+                actor=actor,
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise RuntimeError("no version assigned")
+        return int(key[0])
+
+    def activate(self, version: int) -> bool:
+        if self._c.execute(select(_P.c.version).where(_P.c.version == version)).first() is None:
+            return False
+        self._c.execute(update(_P).where(_P.c.active.is_(True)).values(active=False))
+        self._c.execute(update(_P).where(_P.c.version == version).values(active=True))
+        return True
+
+    def active_version(self) -> int | None:
+        return self._c.execute(select(func.max(_P.c.version)).where(_P.c.active.is_(True))).scalar()
+
+    def get(self, version: int) -> StoredBundle | None:
+        row = self._c.execute(select(_P).where(_P.c.version == version)).first()
+        return None if row is None else _stored(row)
+
+    def list(self, limit: int = 50) -> list[StoredBundle]:
+        rows = self._c.execute(select(_P).order_by(_P.c.version.desc()).limit(limit)).all()
+        return [_stored(r) for r in rows]
+
+
+_HEAD_SQL = "SELECT COALESCE(MAX(seq), 0) FROM events"
+
+
+class EventHead:
+    """The event log's last sequence number: the decision point's per-decision revocation
+    check (a stored change of any kind invalidates its caches). One driver connection per
+    thread, each read its own snapshot (autocommit on SQLite, committed on PostgreSQL), so
+    the check costs one indexed ``MAX`` instead of a pooled checkout."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+
+    def __call__(self) -> int:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.raw_connection()
+            self._local.conn = conn
+        try:
+            cur = conn.cursor()
+            cur.execute(_HEAD_SQL)
+            row = cur.fetchone()
+            cur.close()
+            conn.commit()
+        except Exception:
+            self._local.conn = None
+            conn.invalidate() if hasattr(conn, "invalidate") else None
+            raise
+        return int(row[0]) if row else 0

@@ -1,0 +1,83 @@
+"""``tessera policy validate|test|apply|versions|activate`` and ``tessera pdp explain``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tessera.cli.policy import app
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TESSERA_KEK", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (args, result.output, result.stderr)
+        return result.stdout if code in (0, 1) else result.stderr
+
+    return invoke
+
+
+def test_validate_test_apply_and_explain(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = str(EXAMPLES / "policy-bundle")
+    assert "ok: bundle 'docs', 4 policies" in run("policy", "validate", bundle)
+    assert "4 passed, 0 failed" in run("policy", "test", bundle)
+    run("init")
+    applied = json.loads(run("policy", "apply", bundle, "--json"))
+    assert applied["version"] == 1
+    assert applied["active"] is True
+    run("policy", "apply", str(EXAMPLES / "authzen-search"))
+    versions = json.loads(run("policy", "versions", "--json"))
+    assert [(v["version"], v["active"]) for v in versions] == [(2, True), (1, False)]
+    request = tmp_path / "req.json"
+    request.write_text(
+        json.dumps(
+            {
+                "subject": {"type": "user", "id": "ann", "properties": {"id": "ann"}},
+                "action": {"name": "delete"},
+                "resource": {
+                    "type": "record",
+                    "id": "1",
+                    "properties": {"id": "1", "owner": "ann", "department": "x"},
+                },
+            }
+        )
+    )
+    out = json.loads(run("pdp", "explain", str(request)))
+    assert out["decision"] is True
+    assert out["context"]["policy_version"] == 2
+    assert [s["stage"] for s in out["context"]["trace"]] == ["rebac", "behaviour", "policy", "risk"]
+    run("policy", "activate", "1")
+    out = json.loads(run("pdp", "explain", str(request)))
+    assert out["decision"] is False
+    assert out["context"]["reasons"][0]["code"] == "unmapped_action"
+
+
+def test_invalid_bundles_and_failing_tests_exit_non_zero(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "b"
+    broken.mkdir()
+    (broken / "bundle.yaml").write_text("name: b\nactions: {a: {relation: r}}\n")
+    (broken / "p.cedar").write_text("permit (principal, action, resource")
+    err = run("policy", "validate", str(broken), code=2)
+    assert "problem(s) in the bundle" in err
+    failing = tmp_path / "f"
+    failing.mkdir()
+    for f in (EXAMPLES / "authzen-search").iterdir():
+        if f.is_file():
+            (failing / f.name).write_text(f.read_text())
+    (failing / "tests").mkdir()
+    (failing / "tests" / "t.yaml").write_text(
+        "cases:\n  - name: wrong\n    request: {subject: {type: user, id: a}, "
+        "action: {name: view}, resource: {type: record, id: '1'}}\n    expect: allow\n"
+    )
+    assert "0 passed, 1 failed" in run("policy", "test", str(failing), code=1)
