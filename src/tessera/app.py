@@ -27,6 +27,7 @@ from tessera.identity.service import (
     LifecycleHook,
     StoredUserGrants,
 )
+from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.rebac.service import RebacService
 from tessera.store.engine import make_engine, migrate, schema_is_current
@@ -109,6 +110,7 @@ def build(
         nonces=DpopNonceIssuer(nonce_key) if config.dpop_nonces else None,
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
+    audit = build_audit(config, clock, engine, keyring)
     return Tessera(
         config=config,
         clock=clock,
@@ -119,7 +121,7 @@ def build(
         user_rights=StoredUserGrants(store),
         tokens=tokens,
         sessions=SessionAuthority(store, clock, keyring, tokens),
-        audit=build_audit(config, clock, engine, keyring),
+        audit=audit,
         rebac=rebac,
         pdp=build_pdp(
             store,
@@ -129,6 +131,8 @@ def build(
             tokens=tokens,
             rebac=rebac,
             event_head=EventHead(engine),
+            recorder=AuditDecisionRecorder(audit),
+            user_ref=UsernameOf(store),
         ),
         dev_issuer_key=dev_key,
     )
@@ -148,10 +152,33 @@ class CombinedCascade:
 def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) -> AuditService:
     """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``."""
     sink = DirectoryCheckpointSink(config.audit_checkpoint_dir or config.data_dir / "checkpoints")
-    settings = AuditSettings(issuer=config.issuer,
-                             checkpoint_every=config.audit_checkpoint_every,
-                             checkpoint_interval=float(config.audit_checkpoint_interval))
+    settings = AuditSettings(
+        issuer=config.issuer,
+        checkpoint_every=config.audit_checkpoint_every,
+        checkpoint_interval=float(config.audit_checkpoint_interval),
+    )
     return AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+
+
+class UsernameOf:
+    """User id → username, as relationship tuples name users (``user:alice``). Usernames
+    never change, so answers are cached; an unknown id maps to itself (and matches nothing)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, user_id: str) -> str:
+        name = self._cache.get(user_id)
+        if name is None:
+            with self._store.read() as tx:
+                user = tx.users.get(user_id)
+            if user is None:
+                return user_id
+            name = user.username
+            if len(self._cache) < 100_000:
+                self._cache[user_id] = name
+        return name
 
 
 def load_dev_issuer_key(config: Config) -> SigningKey | None:

@@ -270,3 +270,38 @@ def test_a_new_bundle_version_is_used_and_recorded(pdp: Pdp) -> None:
     assert body["context"]["policy_version"] == stored.version == pdp.version + 1
     assert [r.get("message") for r in body["context"]["reasons"]] == ["freeze"]
     assert [b.version for b in pdp.t.pdp.policies.versions()][:2] == [stored.version, pdp.version]
+
+
+def test_every_evaluation_is_durable_evidence_without_the_token(tmp_path: Path) -> None:
+    """The wired application records each decision in the audit ledger before answering."""
+    from tests.conftest import make_config
+
+    from tessera.app import build, initialise
+    from tessera.audit.ports import AuditQuery
+    from tessera.pdp.model import Action, Entity, EvaluationRequest
+    from tessera.store.engine import make_engine
+
+    config = make_config(tmp_path)
+    engine = make_engine(config.database_url)
+    initialise(config, engine=engine)
+    t = build(config, engine=engine)
+    from tessera.pdp.agents import Caller
+
+    caller = Caller(service_id="svc_test", service_name="pep", via="api_key")
+    secret = "eyJ.not-a-real-token.sig"
+    req = EvaluationRequest(
+        Entity("agent", "agt_x", {"token": secret}),
+        Action("docs/read"),
+        Entity("document", "roadmap"),
+    )
+    decision = t.pdp.point.evaluate(req, caller, request_id="req-1")
+    assert not decision.allowed
+    records = t.audit.query(AuditQuery(event_type="pdp.evaluation"))
+    assert len(records) == 1
+    assert records[0]["outcome"] == decision.verdict
+    assert records[0]["details"]["decisions"][0]["decision_id"] == decision.decision_id
+    assert records[0]["request_id"] == "req-1"
+    import json
+
+    assert secret not in json.dumps(records)
+    engine.dispose()

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -87,7 +88,10 @@ async def evaluation(request: Request) -> Response:
         caller = _caller(tessera, request)
         body = await _body(request)
         req = parse_evaluation(body)
-        decision = tessera.pdp.point.evaluate(req, caller, request_id=_request_id(request))
+        # in a worker thread: the answer waits for its audit record to be durable
+        decision = await run_in_threadpool(
+            tessera.pdp.point.evaluate, req, caller, request_id=_request_id(request)
+        )
         return JSONResponse(decision.to_authzen(explain=_explain(request, body)), headers=_NO_STORE)
     except TesseraError as exc:
         return _fail(exc)
@@ -99,8 +103,12 @@ async def evaluations(request: Request) -> Response:
         caller = _caller(tessera, request)
         body = await _body(request)
         reqs, semantic = parse_evaluations(body)
-        decisions = tessera.pdp.point.evaluate_many(
-            reqs, semantic, caller, request_id=_request_id(request)
+        decisions = await run_in_threadpool(
+            tessera.pdp.point.evaluate_many,
+            reqs,
+            semantic,
+            caller,
+            request_id=_request_id(request),
         )
         explain = _explain(request, body)
         return JSONResponse(
@@ -117,7 +125,9 @@ def _search(kind: str) -> Any:
         try:
             caller = _caller(tessera, request)
             body = await _body(request)
-            result = search(tessera.pdp.point, kind, body, caller, request_id=_request_id(request))
+            result = await run_in_threadpool(
+                search, tessera.pdp.point, kind, body, caller, request_id=_request_id(request)
+            )
             return JSONResponse(result, headers=_NO_STORE)
         except TesseraError as exc:
             return _fail(exc)

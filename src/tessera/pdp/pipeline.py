@@ -84,8 +84,12 @@ class DecisionPoint:
         recorder: DecisionRecorder | None = None,
         agents: SessionTokenVerifier | None = None,
         taint: SessionTaint | None = None,
+        user_ref: Callable[[str], str] | None = None,
     ) -> None:
         self.bundles = bundles
+        # How a user appears in relationship tuples: ``user:<username>`` by default wiring
+        # (OpenFGA style); the token names the user by id.
+        self.user_ref: Callable[[str], str] = user_ref or (lambda user_id: user_id)
         self.clock = clock
         self.relations = relations
         self.attributes: AttributeSource = attributes or MemoryAttributes()
@@ -271,7 +275,7 @@ class DecisionPoint:
             raise RuntimeError("no relationship engine configured")
         obj = f"{req.resource.type}:{req.resource.id}"
         users = (
-            [f"agent:{agent.agent}"] + ([f"user:{agent.user}"] if agent.user else [])
+            [f"agent:{agent.agent}"] + ([f"user:{self.user_ref(agent.user)}"] if agent.user else [])
             if agent is not None
             else [f"{req.subject.type}:{req.subject.id}"]
         )

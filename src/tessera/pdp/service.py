@@ -93,6 +93,7 @@ def build_pdp(
     recorder: DecisionRecorder | None = None,
     attributes: AttributeSource | None = None,
     event_head: Callable[[], int] | None = None,
+    user_ref: Callable[[str], str] | None = None,
 ) -> PdpService:
     """Wire the PDP. Session liveness is checked on every decision (``StoredLiveness``),
     so a revocation applies to the next decision."""
@@ -108,6 +109,7 @@ def build_pdp(
         attributes=attributes,
         recorder=recorder,
         agents=SessionTokenVerifier(keys, issuer, liveness),
+        user_ref=user_ref,
     )
     return PdpService(
         point, policies, ServiceAuthenticator(keys, issuer, store), recorder, attributes

@@ -1,0 +1,71 @@
+"""Decisions as evidence: one audit record per evaluation, batch or search (DESIGN 5, the
+audit ledger issue). ``record`` returns only once the record is durable (group commit), so
+a decision is answered only after its evidence exists; if the ledger cannot be written the
+request fails with 503 instead of answering without a record (fail closed).
+
+Never recorded: the subject's properties (an agent subject carries its session token there)
+and the request context (it may carry tool arguments); only ids, names, verdicts and reason
+codes go into the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from tessera.audit.record import ActorLayers, AuditEntry
+from tessera.pdp.ports import DecisionRecord
+
+MAX_LISTED = 100
+
+
+class _Ledger(Protocol):
+    def record(self, entry: AuditEntry) -> int: ...
+
+
+class AuditDecisionRecorder:
+    def __init__(self, ledger: _Ledger) -> None:
+        self._ledger = ledger
+
+    def record(self, record: DecisionRecord) -> None:
+        pairs = record.decisions
+        items: list[dict[str, Any]] = []
+        for req, decision in pairs[:MAX_LISTED]:
+            items.append(
+                {
+                    "decision_id": decision.decision_id,
+                    "subject": f"{req.subject.type}:{req.subject.id}"[:256],
+                    "action": req.action.name[:256],
+                    "resource": f"{req.resource.type}:{req.resource.id}"[:256],
+                    "verdict": decision.verdict,
+                    "reasons": [r.code for r in decision.reasons][:10],
+                }
+            )
+        first_req, first = pairs[0] if pairs else (None, None)
+        if record.kind == "evaluation" and first is not None and first_req is not None:
+            outcome: str = first.verdict
+            action = first_req.action.name[:256]
+            resource = f"{first_req.resource.type}:{first_req.resource.id}"[:256]
+            reasons = tuple(r.code for r in first.reasons)[:10]
+            policy_version = None if first.policy_version is None else str(first.policy_version)
+        else:
+            outcome = "batch"
+            action, resource, reasons = record.kind, f"{len(pairs)} decisions", ()
+            policy_version = None
+        principal = (
+            f"{first_req.subject.type}:{first_req.subject.id}"[:256]
+            if first_req is not None
+            else "unknown"
+        )
+        self._ledger.record(
+            AuditEntry(
+                event_type=f"pdp.{record.kind}",
+                actor=ActorLayers(principal=principal),
+                action=action,
+                resource=resource,
+                outcome=outcome,
+                reasons=reasons,
+                policy_version=policy_version,
+                request_id=record.request_id,
+                details={"caller": record.caller, "decisions": items, "count": len(pairs)},
+            )
+        )
