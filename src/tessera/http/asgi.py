@@ -134,8 +134,11 @@ def create_app(tessera: Tessera) -> FastAPI:
 
     app.add_middleware(RequestId)
     # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
-    app.add_middleware(RateLimit, prefixes=("/oauth/", "/access/"),
-                       rate=float(tessera.config.rate_limit),
-                       burst=float(2 * tessera.config.rate_limit))
+    app.add_middleware(
+        RateLimit,
+        prefixes=("/oauth/", "/access/"),
+        rate=float(tessera.config.rate_limit),
+        burst=float(2 * tessera.config.rate_limit),
+    )
     app.add_middleware(BodyLimit, max_bytes=tessera.config.max_request_bytes)
     return app
