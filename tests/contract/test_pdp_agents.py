@@ -42,7 +42,7 @@ class Pdp:
         assert bundle is not None
         assert bundle.bundle.rebac_model is not None
         agent = self.t.identity.get_agent("planner").id
-        alice = self.t.identity.get_user("alice").id
+        alice = self.t.identity.get_user("alice").username  # users appear by username
         tuples = [
             RelationTuple(
                 x.object, x.relation, x.user.replace("AGENT", agent).replace("ALICE", alice)
