@@ -24,6 +24,7 @@ from tessera.identity.ceiling import is_model_digest
 from tessera.identity.model import Agent, Credential, ModelArtifact, ModelStatus
 from tessera.tokens.client_auth import CLIENT_ALGS
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.peek import active_jwks
 
 ATTESTATION_TYP = "model-attestation+jwt"
 MAX_ATTESTATION_LIFETIME = 600
@@ -87,11 +88,7 @@ def _verify_attestation(
     operator_keys: list[Credential],
     use_jti_once: Callable[[str, datetime], bool],
 ) -> str:
-    jwks = [
-        {**c.public_jwk, "kid": c.jkt}
-        for c in operator_keys
-        if c.public_jwk is not None and c.status.value == "active"
-    ]
+    jwks = active_jwks(operator_keys, now)
     if not jwks:
         raise _refuse(f"operator {agent.operator_id} has no registered key")
     try:

@@ -33,6 +33,7 @@ from tessera.identity.model import (
     ServiceStatus,
 )
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.peek import active_jwks, unverified_claim
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
@@ -66,20 +67,6 @@ class ClientDirectory:
     use_jti_once: Callable[[str, datetime], bool]
     find_agent_by_spiffe_id: Callable[[str], Agent | None] | None = None
     spiffe_bundles: Any = None
-
-
-def _active_jwks(creds: list[Credential], now: datetime) -> list[dict[str, Any]]:
-    keys = []
-    for c in creds:
-        if c.kind != CredentialKind.JWK or c.status != CredentialStatus.ACTIVE:
-            continue
-        if c.expires_at is not None and c.expires_at <= now:
-            continue
-        if c.public_jwk is not None:
-            jwk = dict(c.public_jwk)
-            jwk["kid"] = c.jkt or jwk.get("kid")
-            keys.append(jwk)
-    return keys
 
 
 def _resolve(
@@ -174,16 +161,15 @@ def _private_key_jwt(
     token_endpoint: str,
     now: datetime,
 ) -> AuthenticatedClient:
-    try:
-        unverified_iss = _peek_iss(assertion)
-    except ValueError as exc:
-        raise _fail(f"malformed client assertion: {exc}") from None
+    unverified_iss = unverified_claim(assertion, "iss", max_len=64)
+    if unverified_iss is None:
+        raise _fail("malformed client assertion: no iss")
     if form_client_id is not None and form_client_id != unverified_iss:
         raise _fail("client_id does not match the assertion issuer")
     kind, agent, service = _resolve(directory, unverified_iss)
     owner_id = agent.id if agent else service.id if service else ""
     creds = directory.credentials_of(kind, owner_id)
-    jwks = _active_jwks(creds, now)
+    jwks = active_jwks(creds, now)
     if not jwks:
         raise _fail(f"{owner_id} has no active key")
     try:
@@ -234,23 +220,6 @@ def _private_key_jwt(
         signer.id if signer else "",
         signer.jkt if signer else None,
     )
-
-
-def _peek_iss(token: str) -> str:
-    """The unverified ``iss``, only to find which keys to verify with."""
-    parts = token.split(".")
-    if len(parts) != 3 or len(token) > 16384:
-        raise ValueError("not a compact JWS")
-    import json
-
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise ValueError("payload is not JSON") from exc
-    iss = payload.get("iss") if isinstance(payload, dict) else None
-    if not isinstance(iss, str) or len(iss) > 64:
-        raise ValueError("iss missing")
-    return iss
 
 
 def _client_secret_basic(

@@ -20,6 +20,7 @@ from tessera.crypto.errors import JwksInvalid, TokenInvalid
 from tessera.crypto.jws import JwksKeys, verify_jwt
 from tessera.errors import ConfigError
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.peek import unverified_claim
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN, not a secret
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN, not a secret
@@ -68,7 +69,7 @@ class TrustedIssuers:
         self, token: str, token_type: str, *, tessera_issuer: str, now: float
     ) -> UserAssertion:
         """Verify a user's token from a trusted issuer; ``invalid_grant`` on any failure."""
-        iss = _peek_iss(token)
+        iss = unverified_claim(token, "iss")
         trusted = self._by_iss.get(iss or "")
         if trusted is None:
             raise OAuthError(
@@ -102,20 +103,6 @@ class TrustedIssuers:
         return UserAssertion(
             trusted.issuer, ref, jti if isinstance(jti, str) else None, float(claims["exp"])
         )
-
-
-def _peek_iss(token: str) -> str | None:
-    import base64
-
-    parts = token.split(".")
-    if len(parts) != 3 or len(token) > 16384:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    iss = payload.get("iss") if isinstance(payload, dict) else None
-    return iss if isinstance(iss, str) else None
 
 
 def issuer_from_config(entry: Mapping[str, Any], base_dir: Path) -> TrustedIssuer:

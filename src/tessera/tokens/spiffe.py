@@ -20,6 +20,7 @@ from tessera.crypto.errors import JwksInvalid, TokenInvalid
 from tessera.crypto.jws import JwksKeys, verify_jwt
 from tessera.errors import ConfigError
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.peek import unverified_claim
 
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 SVID_ALGS = ("ES256", "ES384", "RS256", "PS256")
@@ -35,7 +36,9 @@ class SpiffeBundles:
 
     def verify(self, svid: str, *, audiences: tuple[str, ...], now: float) -> str:
         """The SPIFFE ID of a valid JWT-SVID; ``invalid_client`` otherwise."""
-        spiffe_id = _peek_sub(svid)
+        spiffe_id = unverified_claim(svid, "sub")
+        if spiffe_id is not None and not spiffe_id.startswith("spiffe://"):
+            spiffe_id = None
         domain = spiffe_id.removeprefix("spiffe://").split("/", 1)[0] if spiffe_id else ""
         keys = self._bundles.get(domain)
         if keys is None:
@@ -64,20 +67,6 @@ class SpiffeBundles:
 
 def _fail(detail: str) -> OAuthError:
     return OAuthError("invalid_client", "client authentication failed", detail=detail)
-
-
-def _peek_sub(token: str) -> str | None:
-    import base64
-
-    parts = token.split(".")
-    if len(parts) != 3 or len(token) > 16384:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    sub = payload.get("sub") if isinstance(payload, dict) else None
-    return sub if isinstance(sub, str) and sub.startswith("spiffe://") else None
 
 
 def load_spiffe_bundles(path: Path | None) -> SpiffeBundles:

@@ -14,9 +14,10 @@ from typing import Any
 
 from tessera.crypto.errors import JwksInvalid, TokenInvalid
 from tessera.crypto.jws import JwksKeys, verify_jwt
-from tessera.identity.model import Agent, CredentialKind, CredentialStatus
-from tessera.tokens.client_auth import CLIENT_ALGS, ClientDirectory, _peek_iss
+from tessera.identity.model import Agent
+from tessera.tokens.client_auth import CLIENT_ALGS, ClientDirectory
 from tessera.tokens.oauth_errors import OAuthError
+from tessera.tokens.peek import active_jwks, unverified_claim
 from tessera.tokens.ports import TokenTx
 
 MAX_ACTOR_TOKEN_AHEAD = 60
@@ -30,21 +31,13 @@ def verify_actor_token(
     token: str, *, tx: TokenTx, issuer: str, now: datetime, directory: ClientDirectory
 ) -> tuple[Agent, str | None, dict[str, Any]]:
     """Return (child agent, child DPoP jkt or None, verified claims)."""
-    try:
-        child_id = _peek_iss(token)
-    except ValueError as exc:
-        raise _refuse(f"malformed actor token: {exc}") from None
+    child_id = unverified_claim(token, "iss", max_len=64)
+    if child_id is None:
+        raise _refuse("malformed actor token: no iss")
     child = tx.agents.get(child_id)
     if child is None or child.id != child_id:
         raise _refuse("actor token names no registered agent")
-    jwks = [
-        {**c.public_jwk, "kid": c.jkt}
-        for c in tx.credentials.list_for("agent", child.id)
-        if c.kind == CredentialKind.JWK
-        and c.status == CredentialStatus.ACTIVE
-        and c.public_jwk is not None
-        and (c.expires_at is None or c.expires_at > now)
-    ]
+    jwks = active_jwks(tx.credentials.list_for("agent", child.id), now)
     if not jwks:
         raise _refuse(f"agent {child.id} has no active key")
     try:
