@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ def build(
             event_head=EventHead(engine),
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
+            budgets=SessionBudgets(store),
         ),
         dev_issuer_key=dev_key,
     )
@@ -158,6 +160,26 @@ def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) 
         checkpoint_interval=float(config.audit_checkpoint_interval),
     )
     return AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+
+
+class SessionBudgets:
+    """``BudgetLedger`` over the stored session counters (conditional decrement)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def consume(self, sid: str, amounts: Mapping[str, int]) -> bool:
+        try:
+            with self._store.write() as tx:
+                if not tx.sessions.carve(sid, amounts):
+                    raise _BudgetShort  # roll back any counter already decremented
+        except _BudgetShort:
+            return False
+        return True
+
+
+class _BudgetShort(Exception):
+    pass
 
 
 class UsernameOf:

@@ -125,7 +125,7 @@ def test_agent_session_is_allowed_through_every_stage(pdp: Pdp) -> None:
     assert ctx["decision_id"].startswith("dec_")
     assert ctx["policy_version"] == pdp.version
     stages = [s["stage"] for s in ctx["trace"]]
-    assert stages == ["token", "limits", "rebac", "behaviour", "policy", "risk"]
+    assert stages == ["token", "limits", "rebac", "behaviour", "policy", "risk", "budget"]
     assert "agents-use-doc-tools" in [r.get("message") for r in ctx["reasons"]]
     # one audit record per evaluation, with the request id
     assert pdp.recorder.records[-1].request_id == "req-1"
@@ -305,3 +305,19 @@ def test_every_evaluation_is_durable_evidence_without_the_token(tmp_path: Path) 
 
     assert secret not in json.dumps(records)
     engine.dispose()
+
+
+def test_allowed_decisions_spend_the_session_budget(pdp: Pdp) -> None:
+    """DESIGN 5: an AuthZEN-only PEP has no "executed" callback, so each allowed evaluation
+    spends one tool_calls unit; at zero the session is denied with budget_exhausted."""
+    token = pdp.session()
+    sid = pdp.t.sessions.list_sessions(agent="planner")[0].sid
+    granted = pdp.t.sessions.get_session(sid)[1]["tool_calls"]
+    for _ in range(granted):
+        assert pdp.ask(token, "docs/read", "1")["decision"] is True
+    assert pdp.t.sessions.get_session(sid)[1]["tool_calls"] == 0
+    body = pdp.ask(token, "docs/read", "1")
+    assert body["decision"] is False
+    assert _codes(body) == ["budget_exhausted"]
+    # a denied evaluation spends nothing (the counter stays at zero, never negative)
+    assert pdp.t.sessions.get_session(sid)[1]["tool_calls"] == 0

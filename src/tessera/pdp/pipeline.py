@@ -19,6 +19,7 @@ from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
 from tessera.pdp.ports import (
     AttributeSource,
     BehaviourScorer,
+    BudgetLedger,
     DecisionRecord,
     DecisionRecorder,
     MemoryAttributes,
@@ -85,11 +86,15 @@ class DecisionPoint:
         agents: SessionTokenVerifier | None = None,
         taint: SessionTaint | None = None,
         user_ref: Callable[[str], str] | None = None,
+        budgets: BudgetLedger | None = None,
     ) -> None:
         self.bundles = bundles
         # How a user appears in relationship tuples: ``user:<username>`` by default wiring
         # (OpenFGA style); the token names the user by id.
         self.user_ref: Callable[[str], str] = user_ref or (lambda user_id: user_id)
+        # DESIGN 5: PEPs that only speak AuthZEN have no "executed" callback, so an allowed
+        # decision consumes one ``tool_calls`` unit of the stored session budget right away.
+        self.budgets = budgets
         self.clock = clock
         self.relations = relations
         self.attributes: AttributeSource = attributes or MemoryAttributes()
@@ -103,7 +108,7 @@ class DecisionPoint:
     def evaluate(
         self, req: EvaluationRequest, caller: Caller, *, request_id: str | None = None
     ) -> Decision:
-        decision = self.decide(req, caller)
+        decision = self.decide(req, caller, consume=True)
         self.recorder.record(
             DecisionRecord("evaluation", caller.service_id, request_id, ((req, decision),))
         )
@@ -121,7 +126,7 @@ class DecisionPoint:
         out: list[tuple[EvaluationRequest, Decision]] = []
         memo: dict[str, AgentSubject | AgentTokenRejected] = {}
         for req in reqs:
-            d = self.decide(req, caller, memo=memo)
+            d = self.decide(req, caller, memo=memo, consume=True)
             out.append((req, d))
             if semantic == "deny_on_first_deny" and not d.allowed:
                 break
@@ -140,7 +145,10 @@ class DecisionPoint:
         caller: Caller,
         *,
         memo: dict[str, AgentSubject | AgentTokenRejected] | None = None,
+        consume: bool = False,
     ) -> Decision:
+        """One decision. ``consume`` (real evaluations, never search or explain) spends one
+        ``tool_calls`` unit of the agent's session budget when everything else allows."""
         decision_id = "dec_" + secrets.token_hex(10)
         active = self.bundles.active()
         if active is None:
@@ -148,7 +156,9 @@ class DecisionPoint:
             return Decision("deny", r.reasons, decision_id, None, (r,))
         trace: list[StageResult] = []
         try:
-            self._run(req, caller, active.bundle, trace, memo)
+            agent = self._run(req, caller, active.bundle, trace, memo)
+            if consume and agent is not None and combine(trace)[0] == "allow":
+                self._stage(trace, "budget", lambda: self._consume(agent))
         except Exception as exc:  # fail closed: any failure is a deny with its reason
             trace.append(_error("pipeline", exc))
         verdict, reasons = combine(trace)
@@ -161,25 +171,34 @@ class DecisionPoint:
         bundle: PolicyBundle,
         trace: list[StageResult],
         memo: dict[str, AgentSubject | AgentTokenRejected] | None,
-    ) -> None:
+    ) -> AgentSubject | None:
         agent: AgentSubject | None = None
         if req.subject.type == AGENT:
             verified = self._stage(trace, "token", lambda: self._token(req, caller, memo))
             if verified is None:
-                return
+                return None
             agent = verified
             if self._stage(trace, "limits", lambda: self._limits(req, agent, bundle)) is None:
-                return
+                return None
         if self._stage(trace, "rebac", lambda: self._rebac(req, agent, bundle)) is None:
-            return
+            return None
         risk = self.behaviour_score(req, agent, trace)
         if self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk)) is None:
-            return
+            return None
         self._stage(trace, "risk", lambda: self._risk(req, bundle, risk))
         if agent is not None and not any(is_final(s) for s in trace):
             marks = bundle.tools.get(req.action.name)
             if marks is not None and marks.untrusted_input:
                 self.taint.taint(agent.claims.sid, req.action.name)
+        return agent
+
+    def _consume(self, agent: AgentSubject) -> tuple[StageResult, None]:
+        if self.budgets is None or "tool_calls" not in agent.claims.grant.budgets:
+            return StageResult("budget", "skip"), None
+        if self.budgets.consume(agent.claims.sid, {"tool_calls": 1}):
+            return StageResult("budget", "skip", detail={"consumed": {"tool_calls": 1}}), None
+        reason = Reason("budget", "budget_exhausted", "the session's tool_calls are spent")
+        return StageResult("budget", "deny", (reason,)), None
 
     def _stage(self, trace: list[StageResult], name: str, fn: Callable[[], Any]) -> Any:
         """Run a stage; append its result; return its value, or None when it ended the

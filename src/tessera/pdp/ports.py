@@ -129,3 +129,9 @@ class MemoryTaint:
 
     def marks(self) -> Iterable[tuple[str, str]]:
         return list(self._marks.items())
+
+
+class BudgetLedger(Protocol):
+    """Spends session budget units in the store (a conditional decrement per counter)."""
+
+    def consume(self, sid: str, amounts: Mapping[str, int]) -> bool: ...

@@ -13,6 +13,7 @@ from tessera.pdp.callers import ServiceAuthenticator
 from tessera.pdp.pipeline import DecisionPoint
 from tessera.pdp.ports import (
     AttributeSource,
+    BudgetLedger,
     DecisionRecorder,
     MemoryAttributes,
     NoopRecorder,
@@ -94,6 +95,7 @@ def build_pdp(
     attributes: AttributeSource | None = None,
     event_head: Callable[[], int] | None = None,
     user_ref: Callable[[str], str] | None = None,
+    budgets: BudgetLedger | None = None,
 ) -> PdpService:
     """Wire the PDP. Session liveness is checked on every decision (``StoredLiveness``),
     so a revocation applies to the next decision."""
@@ -110,6 +112,7 @@ def build_pdp(
         recorder=recorder,
         agents=SessionTokenVerifier(keys, issuer, liveness),
         user_ref=user_ref,
+        budgets=budgets,
     )
     return PdpService(
         point, policies, ServiceAuthenticator(keys, issuer, store), recorder, attributes
