@@ -96,7 +96,9 @@ def build(
         cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle),
     )
     keyring = KeyRing(store, clock, kek)
-    issuers = load_trusted_issuers(config.trusted_issuers_file)
+    issuers = load_trusted_issuers(
+        config.trusted_issuers_file, allow_private=config.outbound_allow_private
+    )
     dev_key = load_dev_issuer_key(config)
     if dev_key is not None:
         issuers.append(dev_issuer(config, dev_key))

@@ -40,6 +40,7 @@ class Config:
     audit_checkpoint_every: int = 1000
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
+    outbound_allow_private: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -141,6 +142,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_every=_int(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000, 1, 10_000_000),
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
+        outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
     )
 
 
