@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -142,3 +143,82 @@ def test_session_client_retries_with_the_server_nonce(setup: dict[str, Any]) -> 
     r = client.session(details=DETAILS, resource="https://tools.example/mcp", model_digest=DIGEST)
     assert r.status_code == 200, r.text
     assert client.nonce is not None
+
+
+def test_the_workloads_own_svid_attests_the_model_its_operator_registered(
+    setup: dict[str, Any],
+) -> None:
+    """DESIGN flow A: a JWT-SVID whose SPIFFE ID the operator registered for a model attests
+    that model, so an agent that requires attestation needs no separate attestation JWT."""
+    t = setup["t"]
+    digest = "sha256:" + "e5" * 32
+    t.identity.register_model("acme", "llm", "2", digest, spiffe_ids=[SPIFFE_ID], actor="t")
+    t.identity.register_agent(
+        "attested",
+        operator="acme",
+        owner="owner",
+        purpose="p",
+        expires_in_days=3,
+        ceiling={"tools": ["docs/*"], "data_scopes": ["doc:*"], "models": [digest]},
+        spiffe_id="spiffe://acme.example/ns/agents/sa/attested",
+        actor="t",
+    )
+    # the bot's own SPIFFE ID is registered for `digest`, but the bot's ceiling does not
+    # allow that model: refused
+    dpop = generate_signing_key()
+    svid = _svid(setup["bundle_key"], t)
+    nonce = _post(setup, svid, dpop).headers["DPoP-Nonce"]
+    form_without_digest = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": SPIFFE_TYPE,
+        "client_assertion": svid,
+        "resource": "https://tools.example/mcp",
+        "authorization_details": json.dumps([DETAILS]),
+    }
+    proof = create_proof(
+        dpop, htm="POST", htu=f"{t.config.issuer}/oauth/token", iat=time.time(), nonce=nonce
+    )
+    r = setup["http"].post("/oauth/token", data=form_without_digest, headers={"DPoP": proof})
+    assert r.status_code == 400
+    assert r.json()["error"] == "unauthorized_client"
+    # an agent whose SPIFFE ID attests no model is told so
+    other = _svid(setup["bundle_key"], t, "spiffe://acme.example/ns/agents/sa/attested")
+    proof = create_proof(
+        dpop, htm="POST", htu=f"{t.config.issuer}/oauth/token", iat=time.time(), nonce=nonce
+    )
+    r = setup["http"].post(
+        "/oauth/token",
+        data=dict(form_without_digest, client_assertion=other),
+        headers={"DPoP": proof},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+    # register the attested agent's workload for the model: now its SVID alone is enough
+    t.identity.register_model(
+        "acme",
+        "llm",
+        "3",
+        "sha256:" + "f6" * 32,
+        spiffe_ids=["spiffe://acme.example/ns/agents/sa/attested"],
+        actor="t",
+    )
+    agent = t.identity.get_agent("attested")
+    with t.store.write() as tx:  # widen the ceiling to the newly registered model
+        tx.connection.exec_driver_sql(
+            "UPDATE agents SET ceiling = ? WHERE id = ?"
+            if t.store.backend == "sqlite"
+            else "UPDATE agents SET ceiling = %s WHERE id = %s",
+            (json.dumps({**agent.ceiling.to_dict(), "models": ["sha256:" + "f6" * 32]}), agent.id),
+        )
+        tx.events.append("agent.ceiling_changed", agent.id, {}, "test")
+    proof = create_proof(
+        dpop, htm="POST", htu=f"{t.config.issuer}/oauth/token", iat=time.time(), nonce=nonce
+    )
+    r = setup["http"].post(
+        "/oauth/token",
+        data=dict(form_without_digest, client_assertion=other),
+        headers={"DPoP": proof},
+    )
+    assert r.status_code == 200, r.text
+    claims = json.loads(base64.urlsafe_b64decode(r.json()["access_token"].split(".")[1] + "=="))
+    assert claims["model"]["digest"] == "sha256:" + "f6" * 32

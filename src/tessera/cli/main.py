@@ -517,12 +517,22 @@ def model_register(
     signature: Annotated[
         str | None, typer.Option(help="Operator's signature over the digest (compact JWS).")
     ] = None,
+    spiffe_id: Annotated[
+        list[str] | None,
+        typer.Option("--spiffe-id", help="A workload whose JWT-SVID attests this model."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a model artifact by digest."""
     with cli_errors():
         w = _tessera().identity.register_model(
-            operator, name, version, digest, signature=signature, actor=ACTOR
+            operator,
+            name,
+            version,
+            digest,
+            signature=signature,
+            spiffe_ids=spiffe_id or [],
+            actor=ACTOR,
         )
     m = w.value
     _print_written(

@@ -267,7 +267,13 @@ def register_model(
     body: s.ModelCreate, tessera: TesseraDep, actor: Actor, response: Response
 ) -> dict[str, Any]:
     w = tessera.identity.register_model(
-        body.operator, body.name, body.version, body.digest, signature=body.signature, actor=actor
+        body.operator,
+        body.name,
+        body.version,
+        body.digest,
+        signature=body.signature,
+        spiffe_ids=list(body.spiffe_ids),
+        actor=actor,
     )
     _ct(response, w)
     return w.value.to_dict()

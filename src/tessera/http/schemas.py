@@ -180,6 +180,11 @@ class ModelCreate(Strict):
     version: str = Field(min_length=1, max_length=64)
     digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     signature: str | None = Field(None, max_length=4096)
+    spiffe_ids: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="workloads whose JWT-SVID attests this model",
+    )
 
 
 class ModelOut(BaseModel):

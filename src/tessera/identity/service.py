@@ -314,8 +314,11 @@ class IdentityService:
         digest: str,
         *,
         signature: str | None = None,
+        spiffe_ids: list[str] | None = None,
         actor: str,
     ) -> Written[ModelArtifact]:
+        """``spiffe_ids``: workloads the operator registers as running this model; a JWT-SVID
+        of one of them attests the model (DESIGN flow A)."""
         name = _name(name, "name")
         if not isinstance(version, str) or not _VERSION.fullmatch(version):
             raise InvalidInput("version must be 1 to 64 characters: letters, digits, '.+-_'")
@@ -323,6 +326,10 @@ class IdentityService:
             raise InvalidInput("digest must be sha256:<64 lower-case hex digits>")
         if signature is not None:
             signature = _text(signature, "signature", max_len=4096)
+        attestors = sorted(set(spiffe_ids or []))
+        for sid in attestors:
+            if not isinstance(sid, str) or not _SPIFFE.fullmatch(sid):
+                raise InvalidInput("spiffe_ids: each must look like spiffe://trust-domain/path")
         now = self._clock.now()
         with self._store.write() as tx:
             op = self._operator(tx, operator)
@@ -342,10 +349,20 @@ class IdentityService:
                 now,
             )
             tx.models.add(model)
+            for sid in attestors:
+                if tx.models.find_by_attestor(sid) is not None:
+                    raise Conflict(f"{sid} already attests another model", code="already_exists")
+                tx.models.add_attestor(model.id, sid, now)
             tx.events.append(
                 "model.registered",
                 model.id,
-                {"operator_id": op.id, "name": name, "version": version, "digest": digest},
+                {
+                    "operator_id": op.id,
+                    "name": name,
+                    "version": version,
+                    "digest": digest,
+                    "attestors": attestors,
+                },
                 actor,
             )
         return Written(model, tx.consistency_token)

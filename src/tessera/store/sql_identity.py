@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from datetime import datetime
 from typing import Any
@@ -294,6 +295,29 @@ class SqlModelRepo:
         if operator_id is not None:
             q = q.where(t.models.c.operator_id == operator_id)
         return [self._row(r) for r in self._c.execute(q)]
+
+    def add_attestor(self, model_id: str, spiffe_id: str, now: datetime) -> None:
+        self._c.execute(
+            t.model_attestors.insert().values(
+                spiffe_id=spiffe_id, model_id=model_id, created_at=now
+            )
+        )
+
+    def find_by_attestor(self, spiffe_id: str) -> ModelArtifact | None:
+        row = self._c.execute(
+            select(t.models)
+            .join(t.model_attestors, t.model_attestors.c.model_id == t.models.c.id)
+            .where(t.model_attestors.c.spiffe_id == spiffe_id)
+        ).first()
+        return self._row(row) if row else None
+
+    def attestors_of(self, model_id: str) -> builtins.list[str]:
+        rows = self._c.execute(
+            select(t.model_attestors.c.spiffe_id)
+            .where(t.model_attestors.c.model_id == model_id)
+            .order_by(t.model_attestors.c.spiffe_id)
+        )
+        return [r.spiffe_id for r in rows]
 
     def set_status(self, model_id: str, status: ModelStatus, now: datetime) -> None:
         self._c.execute(

@@ -303,3 +303,14 @@ policy_bundles = Table(
     Column("actor", String(256), nullable=False),
     Index("ix_policy_bundles_active", "active"),
 )
+
+# -- model attestors (migration 0006) -------------------------------------------------------
+
+model_attestors = Table(
+    "model_attestors",
+    metadata,
+    Column("spiffe_id", String(2048), primary_key=True),
+    Column("model_id", String(32), ForeignKey("models.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_model_attestors_model", "model_id"),
+)

@@ -90,6 +90,10 @@ class _Models:
     def __init__(self, view: CachedIdentity) -> None:
         self._view = view
 
+    def find_by_attestor(self, spiffe_id: str) -> ModelArtifact | None:
+        result: ModelArtifact | None = self._view.tx.models.find_by_attestor(spiffe_id)
+        return result
+
     def find_by_digest(self, digest: str) -> ModelArtifact | None:
         return self._view.cache.get(
             "model", digest, self._view.version, lambda: self._view.tx.models.find_by_digest(digest)

@@ -50,6 +50,7 @@ class AuthenticatedClient:
     method: str  # private_key_jwt | client_secret_basic
     credential_id: str
     key_jkt: str | None  # thumbprint of the key that signed the assertion
+    spiffe_id: str | None = None  # the verified SPIFFE ID (JWT-SVID authentication)
 
 
 def _fail(detail: str) -> OAuthError:
@@ -141,7 +142,9 @@ def _jwt_svid(
     if form_client_id is not None and form_client_id != agent.id:
         raise _fail("client_id does not match the SPIFFE ID's agent")
     _check_agent(directory, agent, now)
-    return AuthenticatedClient("agent", agent.id, agent, None, "spiffe_jwt", "", None)
+    return AuthenticatedClient(
+        "agent", agent.id, agent, None, "spiffe_jwt", "", None, spiffe_id=spiffe_id
+    )
 
 
 def _check_agent(directory: ClientDirectory, agent: Agent, now: datetime) -> None:

@@ -32,6 +32,7 @@ class ServiceReader(Protocol):
 
 class ModelReader(Protocol):
     def find_by_digest(self, digest: str) -> ModelArtifact | None: ...
+    def find_by_attestor(self, spiffe_id: str) -> ModelArtifact | None: ...
 
 
 class CredentialReader(Protocol):

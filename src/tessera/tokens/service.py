@@ -213,7 +213,29 @@ class TokenService:
         form: Mapping[str, str],
         bound_jkt: str | None,
         now: datetime,
+        spiffe_id: str | None = None,
     ) -> Any:
+        if (
+            spiffe_id is not None
+            and "model_attestation" not in form
+            and ("model_digest" not in form)
+        ):
+            # DESIGN flow A: the workload's own JWT-SVID (verified, DPoP-bound) attests the
+            # model when the operator registered its SPIFFE ID for that model.
+            model = tx.models.find_by_attestor(spiffe_id)
+            if model is None or model.operator_id != client_agent.operator_id:
+                raise OAuthError(
+                    "invalid_grant",
+                    "the model attestation was not accepted",
+                    detail=f"{spiffe_id} attests no model of the operator",
+                )
+            if model.status.value != "active":
+                raise OAuthError(
+                    "invalid_grant",
+                    "the model attestation was not accepted",
+                    detail=f"model {model.digest} is revoked",
+                )
+            return model
         return resolve_model_digest(
             client_agent,
             attestation=form.get("model_attestation"),
@@ -254,7 +276,7 @@ class TokenService:
         agent = client.agent
         assert agent is not None  # noqa: S101
         bound = dpop_jkt or client.key_jkt
-        model = self._model(tx, agent, req.form, bound, now)
+        model = self._model(tx, agent, req.form, bound, now, client.spiffe_id)
         grant = compute_session_grant(
             self._request(req),
             agent.ceiling,
