@@ -233,7 +233,9 @@ class InitResult:
     admin_token_file: Path | None
 
 
-def _write_private(path: Path, content: str) -> None:
+def write_private_file(path: Path, content: str) -> None:
+    """Write a secret (key, token) readable by the owner only; parents are created 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(content)
@@ -253,8 +255,7 @@ def initialise(
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created_kek = False
     if config.kek is None and not config.kek_file.exists():
-        config.kek_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(config.kek_file, new_kek() + "\n")
+        write_private_file(config.kek_file, new_kek() + "\n")
         created_kek = True
     engine = engine or make_engine(config.database_url)
     migrate(engine)
@@ -264,7 +265,7 @@ def initialise(
     token_file: Path | None = None
     if config.dev_mode and not (config.data_dir / DEV_ISSUER_KEY_FILE).exists():
         key = generate_signing_key("ES256")
-        _write_private(
+        write_private_file(
             config.data_dir / DEV_ISSUER_KEY_FILE,
             json.dumps({"kid": key.kid, "jwk": key.private_jwk}),
         )
@@ -273,5 +274,5 @@ def initialise(
         if config.dev_mode:
             # Development only (make run): a plain copy the demo walkthrough reads.
             token_file = config.data_dir / ADMIN_TOKEN_FILE
-            _write_private(token_file, token + "\n")
+            write_private_file(token_file, token + "\n")
     return InitResult(created_kek, kid, token, token_file)

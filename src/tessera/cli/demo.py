@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tessera.app import Tessera, initialise
+from tessera.app import Tessera, initialise, write_private_file
 from tessera.cli.main import _config, _tessera, app
 from tessera.cli.output import cli_errors, console, emit_json, fail
 from tessera.crypto.keys import generate_signing_key
@@ -46,10 +45,7 @@ type document
 
 
 def _write_key(path: Path, jwk: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(jwk, fh, indent=2)
+    write_private_file(path, json.dumps(jwk, indent=2))
 
 
 def load_demo(t: Tessera) -> dict[str, Any]:

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+
+from tessera.clock import utc
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """SQLAlchemy's SQLite ``DateTime`` storage form: naive UTC, microseconds, no zone."""
+    return utc(value).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _ts(conn: Connection, value: datetime | None) -> Any:
     if value is None:
         return None
-    if conn.dialect.name == "sqlite":
-        # SQLAlchemy's SQLite DateTime storage format (naive UTC).
-        return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+    return sqlite_timestamp(value) if conn.dialect.name == "sqlite" else value
+
+
+def pg_paramstyle(text: str) -> str:
+    """Queries are written with ``?`` (SQLite's style); psycopg wants ``%s``."""
+    return text.replace("?", "%s")
 
 
 def _sql(conn: Connection, text: str) -> str:
-    """Queries are written with ``?``; psycopg wants ``%s``."""
-    return text if conn.dialect.name == "sqlite" else text.replace("?", "%s")
+    return text if conn.dialect.name == "sqlite" else pg_paramstyle(text)
 
 
 def insert_replay(

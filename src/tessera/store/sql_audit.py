@@ -26,6 +26,7 @@ from tessera.clock import Clock, SystemClock
 from tessera.errors import StoreUnavailable
 from tessera.store import tables as t
 from tessera.store.engine import translate_db_errors
+from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
 
 AUDIT_LOCK_ID = 0x7E55A0D  # pg_advisory_xact_lock key of the chainer
 _L = t.audit_ledger
@@ -57,7 +58,7 @@ class SqlAuditOutbox:
             # driver SQL: this runs on every state change (see store/fastsql.py)
             self._c.exec_driver_sql(
                 _OUTBOX_INSERT_SQLITE if self._c.dialect.name == "sqlite" else _OUTBOX_INSERT_PG,
-                (_outbox_time(now, self._c.dialect.name == "sqlite"), body),
+                (sqlite_timestamp(now) if self._c.dialect.name == "sqlite" else now, body),
             )
         except DBAPIError as exc:
             raise _unavailable(exc) from exc
@@ -68,12 +69,7 @@ class SqlAuditOutbox:
 
 _HEAD = "SELECT seq, hash FROM audit_ledger ORDER BY seq DESC LIMIT 1"
 _OUTBOX_INSERT_SQLITE = "INSERT INTO audit_outbox (created_at, body) VALUES (?, ?)"
-_OUTBOX_INSERT_PG = _OUTBOX_INSERT_SQLITE.replace("?", "%s")
-
-
-def _outbox_time(now: datetime, sqlite: bool) -> Any:
-    # the text form SQLAlchemy's DateTime uses on SQLite (UTC, no zone suffix)
-    return f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{now.microsecond:06d}" if sqlite else now
+_OUTBOX_INSERT_PG = pg_paramstyle(_OUTBOX_INSERT_SQLITE)
 
 
 # The hot path of group commit: driver-level executemany, no per-row SQL compilation.
@@ -81,16 +77,16 @@ _INSERT_SQLITE = (
     "INSERT INTO audit_ledger (seq, time, event_type, outcome, principal, agent_id, "
     "session_id, user_id, outbox_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_PG = _INSERT_SQLITE.replace("?", "%s")
+_INSERT_PG = pg_paramstyle(_INSERT_SQLITE)
 _SCAN_SQLITE = "SELECT seq, body, hash FROM audit_ledger WHERE seq > ? ORDER BY seq"
-_SCAN_PG = _SCAN_SQLITE.replace("?", "%s")
+_SCAN_PG = pg_paramstyle(_SCAN_SQLITE)
 
 
 def _row(rec: LinkedRecord, outbox_id: int | None, sqlite: bool) -> tuple[Any, ...]:
     cols = extract(rec.record)
     when: Any = datetime.fromisoformat(str(rec.record["time"]))
-    if sqlite:  # the text form SQLAlchemy's DateTime uses on SQLite (UTC, no zone suffix)
-        when = f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond:06d}"
+    if sqlite:
+        when = sqlite_timestamp(when)
     return (
         rec.seq,
         when,
