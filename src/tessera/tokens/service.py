@@ -14,7 +14,7 @@ from tessera.crypto.hashing import hash_token, sha256_b64url
 from tessera.crypto.jws import sign_jwt
 from tessera.crypto.keyring import KeyRing
 from tessera.crypto.nonce import DpopNonceIssuer
-from tessera.identity.model import AgentStatus, CredentialKind, OperatorStatus, UserStatus
+from tessera.identity.model import AgentStatus, OperatorStatus, UserStatus
 from tessera.ids import new_id
 from tessera.tokens.attestation import resolve_model_digest
 from tessera.tokens.cache import CachedIdentity, IdentityCache
@@ -209,21 +209,20 @@ class TokenService:
     def _model(
         self,
         tx: CachedIdentity,
-        client_agent: Any,
-        form: Mapping[str, str],
+        agent: Any,
+        *,
+        attestation: str | None,
+        self_asserted: str | None,
         bound_jkt: str | None,
         now: datetime,
         spiffe_id: str | None = None,
     ) -> Any:
-        if (
-            spiffe_id is not None
-            and "model_attestation" not in form
-            and ("model_digest" not in form)
-        ):
+        """The registered, active model ``agent`` proved it runs (DESIGN flow A)."""
+        if spiffe_id is not None and attestation is None and self_asserted is None:
             # DESIGN flow A: the workload's own JWT-SVID (verified, DPoP-bound) attests the
             # model when the operator registered its SPIFFE ID for that model.
             model = tx.models.find_by_attestor(spiffe_id)
-            if model is None or model.operator_id != client_agent.operator_id:
+            if model is None or model.operator_id != agent.operator_id:
                 raise OAuthError(
                     "invalid_grant",
                     "the model attestation was not accepted",
@@ -237,17 +236,13 @@ class TokenService:
                 )
             return model
         return resolve_model_digest(
-            client_agent,
-            attestation=form.get("model_attestation"),
-            self_asserted=form.get("model_digest"),
+            agent,
+            attestation=attestation,
+            self_asserted=self_asserted,
             bound_jkt=bound_jkt,
             issuer=self.issuer,
             now=now,
-            operator_keys=[
-                c
-                for c in tx.credentials.list_for("operator", client_agent.operator_id)
-                if c.kind == CredentialKind.JWK
-            ],
+            operator_keys=tx.credentials.list_for("operator", agent.operator_id),
             find_model=tx.models.find_by_digest,
             use_jti_once=lambda j, e: tx.replay.use_once("attestation", j, e),
         )
@@ -276,7 +271,15 @@ class TokenService:
         agent = client.agent
         assert agent is not None  # noqa: S101
         bound = dpop_jkt or client.key_jkt
-        model = self._model(tx, agent, req.form, bound, now, client.spiffe_id)
+        model = self._model(
+            tx,
+            agent,
+            attestation=req.form.get("model_attestation"),
+            self_asserted=req.form.get("model_digest"),
+            bound_jkt=bound,
+            now=now,
+            spiffe_id=client.spiffe_id,
+        )
         grant = compute_session_grant(
             self._request(req),
             agent.ceiling,
@@ -361,16 +364,13 @@ class TokenService:
             now=now,
             directory=self.directory(tx),
         )
-        model = resolve_model_digest(
+        model = self._model(
+            tx,
             child,
             attestation=req.form.get("model_attestation"),
             self_asserted=actor_claims.get("model_digest"),
             bound_jkt=child_jkt,
-            issuer=self.issuer,
             now=now,
-            operator_keys=tx.credentials.list_for("operator", child.operator_id),
-            find_model=tx.models.find_by_digest,
-            use_jti_once=lambda j, e: tx.replay.use_once("attestation", j, e),
         )
         # may_delegate_to may name the child by id or by name; the rules see only ids.
         allowed = frozenset(
