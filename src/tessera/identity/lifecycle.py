@@ -5,8 +5,10 @@ Expiry is not a state: it is checked at every authentication (DESIGN 6b).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from tessera.errors import Conflict
-from tessera.identity.model import AgentStatus
+from tessera.identity.model import Agent, AgentStatus, Operator, OperatorStatus
 
 # INVARIANT: decommissioned is terminal; no transition leaves it.
 _ALLOWED: dict[tuple[AgentStatus, AgentStatus], str] = {
@@ -29,3 +31,19 @@ def transition(current: AgentStatus, target: AgentStatus) -> str:
 
 def can_transition(current: AgentStatus, target: AgentStatus) -> bool:
     return (current, target) in _ALLOWED
+
+
+def agent_unusable_reason(agent: Agent, operator: Operator | None, now: datetime) -> str | None:
+    """Why ``agent`` may not authenticate or act now, or None when it may.
+
+    One rule for every check point (client authentication, actor tokens, session liveness):
+    expiry is checked every time (DESIGN 6b), the agent must be active, and a suspended or
+    missing operator is a kill switch for all its agents.
+    """
+    if agent.is_expired(now):
+        return "agent expired"
+    if agent.status != AgentStatus.ACTIVE:
+        return "agent not active"
+    if operator is None or operator.status != OperatorStatus.ACTIVE:
+        return "operator suspended"
+    return None

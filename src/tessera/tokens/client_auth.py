@@ -23,12 +23,13 @@ from urllib.parse import unquote
 from tessera.crypto.errors import JwksInvalid, TokenInvalid
 from tessera.crypto.hashing import verify_password_secret
 from tessera.crypto.jws import JwksKeys, verify_jwt
+from tessera.identity.lifecycle import agent_unusable_reason
 from tessera.identity.model import (
     Agent,
-    AgentStatus,
     Credential,
     CredentialKind,
     CredentialStatus,
+    Operator,
     Service,
     ServiceStatus,
 )
@@ -64,7 +65,7 @@ class ClientDirectory:
     find_agent: Callable[[str], Agent | None]
     find_service: Callable[[str], Service | None]
     credentials_of: Callable[[str, str], list[Credential]]
-    agent_usable: Callable[[Agent], bool]
+    find_operator: Callable[[str], Operator | None]
     use_jti_once: Callable[[str, datetime], bool]
     find_agent_by_spiffe_id: Callable[[str], Agent | None] | None = None
     spiffe_bundles: Any = None
@@ -148,11 +149,9 @@ def _jwt_svid(
 
 
 def _check_agent(directory: ClientDirectory, agent: Agent, now: datetime) -> None:
-    # Expiry is checked at every authentication (DESIGN 6b), as is the operator kill switch.
-    if agent.is_expired(now):
-        raise _fail(f"agent {agent.id} expired")
-    if agent.status != AgentStatus.ACTIVE or not directory.agent_usable(agent):
-        raise _fail(f"agent {agent.id} is not active")
+    why = agent_unusable_reason(agent, directory.find_operator(agent.operator_id), now)
+    if why is not None:
+        raise _fail(f"agent {agent.id}: {why}")
 
 
 def _private_key_jwt(

@@ -14,7 +14,8 @@ from tessera.crypto.hashing import hash_token, sha256_b64url
 from tessera.crypto.jws import sign_jwt
 from tessera.crypto.keyring import KeyRing
 from tessera.crypto.nonce import DpopNonceIssuer
-from tessera.identity.model import AgentStatus, OperatorStatus, UserStatus
+from tessera.identity.lifecycle import agent_unusable_reason
+from tessera.identity.model import UserStatus
 from tessera.ids import new_id
 from tessera.tokens.attestation import resolve_model_digest
 from tessera.tokens.cache import CachedIdentity, IdentityCache
@@ -79,17 +80,13 @@ class TokenService:
     # -- helpers bound to one transaction ----------------------------------------------
 
     def directory(self, tx: TokenTx) -> ClientDirectory:
-        def agent_usable(agent: Any) -> bool:
-            op = tx.operators.get(agent.operator_id)
-            return op is not None and op.status == OperatorStatus.ACTIVE
-
         return ClientDirectory(
             find_agent=tx.agents.get,
             find_agent_by_spiffe_id=lambda sid: _agent_by_spiffe_id(tx, sid),
             spiffe_bundles=self.spiffe_bundles,
             find_service=tx.services.get,
             credentials_of=tx.credentials.list_for,
-            agent_usable=agent_usable,
+            find_operator=tx.operators.get,
             use_jti_once=lambda jti, exp: tx.replay.use_once("client_assertion", jti, exp),
         )
 
@@ -504,11 +501,11 @@ class TokenService:
         if rec.expires_at is None or rec.expires_at <= now:
             return False, "session expired"
         agent = tx.agents.get(rec.agent_id)
-        if agent is None or agent.status != AgentStatus.ACTIVE or agent.is_expired(now):
-            return False, "agent not active"
-        op = tx.operators.get(agent.operator_id)
-        if op is None or op.status != OperatorStatus.ACTIVE:
-            return False, "operator suspended"
+        if agent is None:
+            return False, "agent not found"
+        why = agent_unusable_reason(agent, tx.operators.get(agent.operator_id), now)
+        if why is not None:
+            return False, why
         if rec.user_id is not None:
             user = tx.users.get(rec.user_id)
             if user is None or user.status != UserStatus.ACTIVE:

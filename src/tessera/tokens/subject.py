@@ -14,6 +14,7 @@ from typing import Any
 
 from tessera.crypto.errors import JwksInvalid, TokenInvalid
 from tessera.crypto.jws import JwksKeys, verify_jwt
+from tessera.identity.lifecycle import agent_unusable_reason
 from tessera.identity.model import Agent
 from tessera.tokens.client_auth import CLIENT_ALGS, ClientDirectory
 from tessera.tokens.oauth_errors import OAuthError
@@ -57,8 +58,9 @@ def verify_actor_token(
         raise _refuse("actor token sub differs from iss")
     if float(claims["exp"]) - now.timestamp() > MAX_ACTOR_TOKEN_AHEAD:
         raise _refuse("actor token lives longer than 60 s")
-    if child.is_expired(now) or child.status.value != "active" or not directory.agent_usable(child):
-        raise _refuse(f"agent {child.id} is not active")
+    why = agent_unusable_reason(child, directory.find_operator(child.operator_id), now)
+    if why is not None:
+        raise _refuse(f"agent {child.id}: {why}")
     cnf = claims.get("cnf")
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
     if jkt is not None and (not isinstance(jkt, str) or not 20 <= len(jkt) <= 64):
