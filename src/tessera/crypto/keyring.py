@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tessera.clock import Clock
+from tessera.crypto.jws import JwksKeys
 from tessera.crypto.keys import (
     SigningAlg,
     SigningKey,
@@ -92,6 +94,7 @@ class KeyRing:
         self._active_at = 0.0
         self._jwks: dict[str, Any] | None = None
         self._jwks_at = 0.0
+        self._jwks_keys: JwksKeys | None = None
         self._jwks_until: datetime | None = None
         self._last_refresh = 0.0
 
@@ -149,32 +152,39 @@ class KeyRing:
         with self._lock:
             self._active = None
             self._jwks = None
+            self._jwks_keys = None
 
     def jwks(self) -> dict[str, Any]:
         """RFC 7517 JWK Set of every published public key: the active key first."""
+        return self._published()[0]
+
+    def _published(self) -> tuple[dict[str, Any], JwksKeys]:
+        """The cached JWK Set and the key lookup over it, refreshed together."""
         mono = time.monotonic()
         now = self._clock.now()
         with self._lock:
             if (
                 self._jwks is not None
+                and self._jwks_keys is not None
                 and mono - self._jwks_at < self._cache_seconds
                 and (self._jwks_until is None or now < self._jwks_until)
             ):
-                return self._jwks
+                return self._jwks, self._jwks_keys
         recs = [r for r in self.list() if r.published_at(now)]
         recs.sort(key=lambda r: (r.status != "active", -r.created_at.timestamp()))
         doc = public_jwks([r.public_jwk for r in recs])
+        keys = JwksKeys.from_jwks(doc)
         # the document changes by itself when a retired key's publication ends
         ends = [r.publish_until for r in recs if r.status != "active" and r.publish_until]
         with self._lock:
-            self._jwks, self._jwks_at = doc, mono
+            self._jwks, self._jwks_keys, self._jwks_at = doc, keys, mono
             self._jwks_until = min(ends) if ends else None
-        return doc
+        return doc, keys
 
-    def lookup(self, kid: str | None, alg: str) -> dict[str, Any] | None:
+    def lookup(self, kid: str | None, alg: str) -> Mapping[str, Any] | None:
         """A ``KeyLookup`` over Tessera's own published keys. An unknown ``kid`` refreshes the
         cache at most once a second (a key rotated on another node)."""
-        found = _find(self.jwks(), kid)
+        found = self._published()[1](kid, alg)
         if found is None and kid is not None:
             mono = time.monotonic()
             with self._lock:
@@ -183,7 +193,7 @@ class KeyRing:
                     self._last_refresh = mono
                     self._jwks = None
             if stale:
-                found = _find(self.jwks(), kid)
+                found = self._published()[1](kid, alg)
         return found
 
     def _record(self, key: SigningKey) -> KeyRecord:
@@ -199,10 +209,3 @@ class KeyRing:
             None,
             None,
         )
-
-
-def _find(jwks: dict[str, Any], kid: str | None) -> dict[str, Any] | None:
-    keys = jwks.get("keys", [])
-    if kid is None:
-        return dict(keys[0]) if len(keys) == 1 else None
-    return next((dict(k) for k in keys if k.get("kid") == kid), None)
