@@ -415,7 +415,8 @@ def agent_list(
     with cli_errors():
         t = _tessera()
         agents = t.identity.list_agents(operator=operator, status=status)
-        rows = [(a, t.identity.effective_agent_status(a).value) for a in agents]
+        statuses = t.identity.effective_agent_statuses(agents)
+        rows = [(a, st.value) for a, st in zip(agents, statuses, strict=True)]
     emit(
         [{**a.to_dict(), "effective_status": st} for a, st in rows],
         as_json,

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from tessera.app import Tessera
 from tessera.errors import Unauthenticated
 from tessera.http import schemas as s
-from tessera.identity.model import Agent
+from tessera.identity.model import Agent, AgentStatus
 from tessera.identity.service import Written
 from tessera.signals.events import encode_consistency_token
 
@@ -48,9 +48,12 @@ def _ct(response: Response, written: Written[Any]) -> None:
         response.headers[CT_HEADER] = written.consistency_token
 
 
-def _agent_out(tessera: Tessera, agent: Agent) -> dict[str, Any]:
+def _agent_out(
+    tessera: Tessera, agent: Agent, effective: AgentStatus | None = None
+) -> dict[str, Any]:
     body = agent.to_dict()
-    body["effective_status"] = tessera.identity.effective_agent_status(agent).value
+    status = effective or tessera.identity.effective_agent_status(agent)
+    body["effective_status"] = status.value
     return body
 
 
@@ -204,10 +207,9 @@ def list_agents(
     operator: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[str | None, Query(pattern="^(active|suspended|decommissioned)$")] = None,
 ) -> list[dict[str, Any]]:
-    return [
-        _agent_out(tessera, a)
-        for a in tessera.identity.list_agents(operator=operator, status=status)
-    ]
+    agents = tessera.identity.list_agents(operator=operator, status=status)
+    statuses = tessera.identity.effective_agent_statuses(agents)
+    return [_agent_out(tessera, a, st) for a, st in zip(agents, statuses, strict=True)]
 
 
 @router.get("/agents/{ref}", response_model=s.AgentOut)

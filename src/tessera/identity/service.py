@@ -593,13 +593,25 @@ class IdentityService:
 
     def effective_agent_status(self, agent: Agent) -> AgentStatus:
         """An agent of a suspended operator is suspended whatever its own status says."""
-        if agent.status != AgentStatus.ACTIVE:
-            return agent.status
+        return self.effective_agent_statuses([agent])[0]
+
+    def effective_agent_statuses(self, agents: list[Agent]) -> list[AgentStatus]:
+        """``effective_agent_status`` for many agents, reading each operator once."""
         with self._store.read() as tx:
-            op = tx.operators.get(agent.operator_id)
-        if op is None or op.status != OperatorStatus.ACTIVE:
-            return AgentStatus.SUSPENDED
-        return AgentStatus.ACTIVE
+            ops = {
+                op_id: tx.operators.get(op_id)
+                for op_id in {a.operator_id for a in agents if a.status == AgentStatus.ACTIVE}
+            }
+        out: list[AgentStatus] = []
+        for agent in agents:
+            op = ops.get(agent.operator_id)
+            if agent.status != AgentStatus.ACTIVE:
+                out.append(agent.status)
+            elif op is None or op.status != OperatorStatus.ACTIVE:
+                out.append(AgentStatus.SUSPENDED)
+            else:
+                out.append(AgentStatus.ACTIVE)
+        return out
 
     def suspend_agent(self, ref: str, reason: str | None = None, *, actor: str) -> Written[Agent]:
         return self._transition(ref, AgentStatus.SUSPENDED, reason, actor)

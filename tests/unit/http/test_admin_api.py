@@ -97,6 +97,8 @@ def test_operator_kill_switch_shows_in_effective_status(client: TestClient) -> N
     agent = client.get("/admin/v1/agents/bot").json()
     assert agent["status"] == "active"
     assert agent["effective_status"] == "suspended"
+    listed = client.get("/admin/v1/agents").json()
+    assert [a["effective_status"] for a in listed] == ["suspended"]
 
 
 def test_bad_input_is_problem_json_without_echo(client: TestClient) -> None:
