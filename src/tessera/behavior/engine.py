@@ -1,0 +1,514 @@
+"""The behaviour engine: features, scores, session and agent risk levels, baselines, drift.
+
+Pure domain logic over an injected timestamp (no clock, no store): ``score`` reads, and
+``observe`` learns. The pipeline scores a call *before* deciding and observes it after, so
+a call is never judged against a baseline that already contains it.
+
+Learning rules (why slow creep and attacks are not learned as normal):
+- only calls the PDP allowed, and that scored below ``learn_below``, are learned;
+- the agent's first ``reference_calls`` learned calls form its reference window, which is
+  then frozen; drift compares the recent window against it, not against the live baseline.
+
+Concurrency: ``observe`` and the drift check run under one lock; ``score`` reads plain
+dicts without it (a racing update at worst makes a score one call stale).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tessera.behavior import scoring
+from tessera.behavior.baseline import SEP, Baseline, Reference
+from tessera.behavior.drift import Divergence, counts, divergence
+
+LEVELS: Final = ("low", "medium", "high")
+SPAN_CALLS: Final = 5
+SESSION_DECAY: Final = 0.85
+ESCALATE: Final = 10.0
+
+
+@dataclass(frozen=True)
+class BehaviourSettings:
+    """Tuning of the engine; every field has an environment variable (docs/behavior.md)."""
+
+    warmup_calls: int = 200
+    reference_calls: int = 600
+    window: int = 400
+    drift_every: int = 50
+    drift_threshold: float = 0.1
+    medium_at: int = 50
+    high_at: int = 80
+    learn_below: int = 35
+    after_external_calls: int = 3
+    session_idle: float = 3600.0
+    agent_memory: float = 3600.0
+    max_sessions: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """One call's score: ``score`` (0-100) is what the pipeline sees (the call's own score,
+    or its session's once the session is high), ``reasons`` the components that drove it."""
+
+    score: int
+    level: str
+    reasons: tuple[str, ...]
+    parts: tuple[tuple[str, float], ...]
+    call_score: int
+    basis: str  # agent | peer | none (warming up)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    """``risk.level_changed`` (COORDINATION.md): session None = the agent's level."""
+
+    agent: str
+    session: str | None
+    level: str
+    previous: str
+    score: int
+    reasons: tuple[str, ...]
+    model_digest: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriftNotice:
+    """A drift finding opened (``resolved`` False) or closed for one agent."""
+
+    agent: str
+    kind: str  # agent (recent vs frozen reference) | model (new model vs previous model)
+    kl: float
+    kl_tools: float
+    kl_transitions: float
+    threshold: float
+    window: int
+    model_digest: str
+    compared_to: str
+    severity: str
+    top: tuple[tuple[str, float, float], ...]
+    ts: float
+    resolved: bool = False
+
+
+Notice = LevelChange | DriftNotice
+
+
+def level_of(score: float, s: BehaviourSettings) -> str:
+    return "high" if score >= s.high_at else ("medium" if score >= s.medium_at else "low")
+
+
+def _rank(level: str) -> int:
+    return LEVELS.index(level) if level in LEVELS else 0
+
+
+@dataclass(slots=True)
+class SessionState:
+    agent: str
+    prev: str | None = None
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=SPAN_CALLS - 1))
+    since_external: int = 1_000_000
+    score: float = 0.0
+    level: str = "low"
+    last_ts: float = 0.0
+
+
+@dataclass
+class AgentState:
+    agent: str
+    operator: str
+    model_digest: str
+    baseline: Baseline = field(default_factory=Baseline)
+    reference: Reference = field(default_factory=Reference)
+    window: deque[tuple[str, str | None, str]] = field(default_factory=deque)
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    since_check: int = 0
+    drift_open: dict[str, float] = field(default_factory=dict)  # kind → kl when opened
+    level: str = "low"
+    last_high: float = 0.0
+    last_medium: float = 0.0
+    observed: int = 0
+
+    def digest_counts(self, digest: str) -> dict[str, Any]:
+        d = self.digests.get(digest)
+        if d is None:
+            d = self.digests[digest] = {"n": 0, "tools": {}, "transitions": {}}
+        return d
+
+
+def peer_key(operator: str, digest: str) -> str:
+    return operator + SEP + digest
+
+
+class BehaviourEngine:
+    def __init__(self, settings: BehaviourSettings | None = None) -> None:
+        self.settings = settings or BehaviourSettings()
+        self.agents: dict[str, AgentState] = {}
+        self.peers: dict[str, Baseline] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self.notices: list[Notice] = []
+        self.dirty_agents: set[str] = set()
+        self.dirty_peers: set[str] = set()
+        self._lock = threading.Lock()
+        self._observed = 0
+
+    # -- features and scores (hot path, no lock) ----------------------------------------
+
+    def features(
+        self,
+        *,
+        agent: str,
+        operator: str,
+        model_digest: str,
+        session: str | None,
+        tool: str,
+        rtype: str,
+        resource_id: str,
+        volume: int | None,
+        external: bool,
+        ts: float,
+    ) -> scoring.CallFeatures:
+        s = self.sessions.get(session) if session is not None else None
+        prev = gap = span = None
+        after_external = False
+        if s is not None:
+            prev = s.prev
+            if s.times:
+                gap = max(0.0, ts - s.times[-1])
+                if len(s.times) == SPAN_CALLS - 1:
+                    span = max(0.0, ts - s.times[0])
+            after_external = s.since_external < self.settings.after_external_calls
+        wildcard = resource_id == "*" or resource_id.endswith(":*") or resource_id == ""
+        hour = int(ts // 3600) % 24
+        return scoring.CallFeatures(
+            agent,
+            operator,
+            model_digest,
+            session,
+            tool,
+            rtype,
+            wildcard,
+            volume,
+            ts,
+            hour,
+            gap,
+            prev,
+            external,
+            after_external,
+            span,
+        )
+
+    def score(self, f: scoring.CallFeatures) -> Assessment:
+        st = self.settings
+        a = self.agents.get(f.agent)
+        peer = self.peers.get(peer_key(f.operator, f.model_digest))
+        if a is not None and a.baseline.n >= st.warmup_calls:
+            base, basis = a.baseline, "agent"
+        elif peer is not None and peer.n >= st.warmup_calls:
+            base, basis, peer = peer, "peer", None
+        else:
+            return Assessment(0, "low", ("warming_up",), (), 0, "none")
+        parts = scoring.components(f, base, peer)
+        call = scoring.total(parts)
+        score = call
+        sess = self.sessions.get(f.session) if f.session is not None else None
+        reasons = scoring.named(parts)
+        if sess is not None and sess.level == "high" and sess.score > score:
+            score = round(sess.score)
+            reasons = (*reasons, "session_high_risk")
+        return Assessment(score, level_of(score, st), reasons, tuple(parts), call, basis)
+
+    # -- learning ------------------------------------------------------------------------
+
+    def observe(self, f: scoring.CallFeatures, a: Assessment, *, allowed: bool) -> None:
+        """After the decision: session state, level changes, learning, drift."""
+        st = self.settings
+        with self._lock:
+            agent = self.agents.get(f.agent)
+            if agent is None:
+                agent = self.agents[f.agent] = AgentState(f.agent, f.operator, f.model_digest)
+            agent.operator, agent.model_digest = f.operator, f.model_digest
+            agent.observed += 1
+            self._session_update(f, a)
+            learn = allowed and a.call_score < st.learn_below
+            if learn:
+                args = (f.tool, f.prev, f.rtype, f.wildcard, f.hour, f.log_volume, f.log_span)
+                agent.baseline.learn(*args, ts=f.ts)
+                pk = peer_key(f.operator, f.model_digest)
+                peer = self.peers.get(pk)
+                if peer is None:
+                    peer = self.peers[pk] = Baseline()
+                peer.learn(*args, ts=f.ts)
+                self.dirty_peers.add(pk)
+                ref = agent.reference
+                if not ref.frozen:
+                    ref.add(f.tool, f.prev)
+                    if ref.n >= st.reference_calls:
+                        ref.frozen, ref.frozen_at = True, f.ts
+            trans = None if f.prev is None else f.prev + SEP + f.tool
+            agent.window.append((f.tool, trans, f.model_digest))
+            while len(agent.window) > st.window:
+                agent.window.popleft()
+            dc = agent.digest_counts(f.model_digest)
+            dc["n"] += 1
+            dc["tools"][f.tool] = dc["tools"].get(f.tool, 0) + 1
+            if trans is not None:
+                dc["transitions"][trans] = dc["transitions"].get(trans, 0) + 1
+            self.dirty_agents.add(f.agent)
+            agent.since_check += 1
+            if agent.since_check >= st.drift_every:
+                agent.since_check = 0
+                self._check_drift(agent, f.ts)
+            self._agent_level(agent, f, a)
+            self._observed += 1
+            if self._observed % 1000 == 0:
+                self._expire_sessions(f.ts)
+
+    def _session_update(self, f: scoring.CallFeatures, a: Assessment) -> None:
+        if f.session is None:
+            return
+        s = self.sessions.get(f.session)
+        if s is None:
+            if len(self.sessions) >= self.settings.max_sessions:
+                self._expire_sessions(f.ts, force=True)
+            s = self.sessions[f.session] = SessionState(f.agent)
+        decayed = s.score * SESSION_DECAY
+        new = max(float(a.call_score), decayed)
+        if a.call_score >= self.settings.medium_at and decayed >= self.settings.medium_at:
+            new = min(100.0, new + ESCALATE)  # repeated anomalies escalate the session
+        s.score = new
+        level = level_of(new, self.settings)
+        if _rank(level) > _rank(s.level):
+            self.notices.append(
+                LevelChange(
+                    f.agent, f.session, level, s.level, round(new), a.reasons, f.model_digest, f.ts
+                )
+            )
+            s.level = level
+        s.prev = f.tool
+        s.times.append(f.ts)
+        s.since_external = 0 if f.external else s.since_external + 1
+        s.last_ts = f.ts
+
+    def _agent_level(self, agent: AgentState, f: scoring.CallFeatures, a: Assessment) -> None:
+        st = self.settings
+        sess = self.sessions.get(f.session) if f.session is not None else None
+        if sess is not None and sess.level == "high":
+            agent.last_high = f.ts
+        elif sess is not None and sess.level == "medium":
+            agent.last_medium = f.ts
+        level = "low"
+        if agent.drift_open:
+            level = "medium"
+        if f.ts - agent.last_medium < st.agent_memory and agent.last_medium:
+            level = "medium"
+        if f.ts - agent.last_high < st.agent_memory and agent.last_high:
+            level = "high"
+        if level != agent.level:
+            reasons = ("behaviour_drift",) if agent.drift_open and level == "medium" else a.reasons
+            self.notices.append(
+                LevelChange(
+                    agent.agent,
+                    None,
+                    level,
+                    agent.level,
+                    a.score,
+                    reasons,
+                    f.model_digest,
+                    f.ts,
+                )
+            )
+            agent.level = level
+
+    # -- drift ---------------------------------------------------------------------------
+
+    def _check_drift(self, agent: AgentState, ts: float) -> None:
+        st = self.settings
+        if len(agent.window) < st.window:
+            return
+        checks: list[tuple[str, Divergence, Divergence, str]] = []
+        if agent.reference.frozen:
+            tools = counts([w[0] for w in agent.window])
+            trans = counts([w[1] for w in agent.window if w[1] is not None])
+            checks.append(
+                (
+                    "agent",
+                    divergence(tools, agent.reference.tools),
+                    divergence(trans, agent.reference.transitions),
+                    "reference",
+                )
+            )
+        current = agent.model_digest
+        others = [(d, c) for d, c in agent.digests.items() if d != current and c["n"] >= st.window]
+        mine = [w for w in agent.window if w[2] == current]
+        if others and len(mine) >= st.window // 2:
+            prev_digest, prev = max(others, key=lambda x: x[1]["n"])
+            checks.append(
+                (
+                    "model",
+                    divergence(counts([w[0] for w in mine]), prev["tools"]),
+                    divergence(
+                        counts([w[1] for w in mine if w[1] is not None]), prev["transitions"]
+                    ),
+                    prev_digest,
+                )
+            )
+        for kind, dt, dtr, compared in checks:
+            kl = max(dt.kl, dtr.kl)
+            opened = kind in agent.drift_open
+            if kl >= st.drift_threshold and not opened:
+                agent.drift_open[kind] = kl
+                severity = "high" if kl >= 3 * st.drift_threshold else "medium"
+                self.notices.append(
+                    DriftNotice(
+                        agent.agent,
+                        kind,
+                        kl,
+                        dt.kl,
+                        dtr.kl,
+                        st.drift_threshold,
+                        len(agent.window),
+                        current,
+                        compared,
+                        severity,
+                        dt.top + dtr.top,
+                        ts,
+                    )
+                )
+            elif opened and kl < 0.8 * st.drift_threshold:
+                del agent.drift_open[kind]
+                self.notices.append(
+                    DriftNotice(
+                        agent.agent,
+                        kind,
+                        kl,
+                        dt.kl,
+                        dtr.kl,
+                        st.drift_threshold,
+                        len(agent.window),
+                        current,
+                        compared,
+                        "info",
+                        (),
+                        ts,
+                        resolved=True,
+                    )
+                )
+
+    def drift_now(self, agent_id: str) -> dict[str, Any]:
+        """The current divergences of one agent (for ``tessera behavior drift``)."""
+        with self._lock:
+            agent = self.agents.get(agent_id)
+            if agent is None or not agent.window:
+                return {}
+            tools = counts([w[0] for w in agent.window])
+            trans = counts([w[1] for w in agent.window if w[1] is not None])
+            dt = divergence(tools, agent.reference.tools)
+            dtr = divergence(trans, agent.reference.transitions)
+            return {
+                "window": len(agent.window),
+                "reference_frozen": agent.reference.frozen,
+                "kl_tools": dt.kl,
+                "kl_transitions": dtr.kl,
+                "top": [list(t) for t in dt.top + dtr.top],
+            }
+
+    def rebaseline(self, agent_id: str, ts: float) -> bool:
+        """Accept the agent's current behaviour: its recent window becomes the reference
+        and open drift findings close (an operator's decision, recorded by the service)."""
+        with self._lock:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return False
+            ref = Reference(frozen=True, frozen_at=ts)
+            for tool, trans, _ in agent.window:
+                ref.tools[tool] = ref.tools.get(tool, 0) + 1
+                ref.n += 1
+                if trans is not None:
+                    ref.transitions[trans] = ref.transitions.get(trans, 0) + 1
+            agent.reference = ref
+            agent.drift_open.clear()
+            self.dirty_agents.add(agent_id)
+            return True
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def _expire_sessions(self, now: float, *, force: bool = False) -> None:
+        idle = self.settings.session_idle / (4 if force else 1)
+        for sid in [k for k, s in self.sessions.items() if now - s.last_ts > idle]:
+            del self.sessions[sid]
+
+    def take_notices(self) -> list[Notice]:
+        with self._lock:
+            out, self.notices = self.notices, []
+            return out
+
+    def take_dirty(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Snapshots of changed agent and peer states (to persist), clearing the marks."""
+        with self._lock:
+            agents = {a: agent_state_dict(self.agents[a]) for a in self.dirty_agents}
+            peers = {p: self.peers[p].to_dict() for p in self.dirty_peers}
+            self.dirty_agents.clear()
+            self.dirty_peers.clear()
+            return agents, peers
+
+    def load_agent(self, data: dict[str, Any]) -> None:
+        state = agent_state_from(data, self.settings.window)
+        with self._lock:
+            self.agents[state.agent] = state
+
+    def load_peer(self, key: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.peers[key] = Baseline.from_dict(data)
+
+    def iter_agents(self) -> Iterator[AgentState]:
+        with self._lock:
+            items = list(self.agents.values())
+        yield from items
+
+
+def agent_state_dict(a: AgentState) -> dict[str, Any]:
+    return {
+        "agent": a.agent,
+        "operator": a.operator,
+        "model_digest": a.model_digest,
+        "baseline": a.baseline.to_dict(),
+        "reference": a.reference.to_dict(),
+        "window": [list(w) for w in a.window],
+        "digests": a.digests,
+        "drift_open": a.drift_open,
+        "level": a.level,
+        "last_high": a.last_high,
+        "last_medium": a.last_medium,
+        "observed": a.observed,
+    }
+
+
+def agent_state_from(d: dict[str, Any], window: int) -> AgentState:
+    a = AgentState(str(d["agent"]), str(d.get("operator", "")), str(d.get("model_digest", "")))
+    a.baseline = Baseline.from_dict(d.get("baseline", {}))
+    a.reference = Reference.from_dict(d.get("reference", {}))
+    a.window = deque(
+        ((str(w[0]), None if w[1] is None else str(w[1]), str(w[2])) for w in d.get("window", [])),
+        maxlen=None,
+    )
+    while len(a.window) > window:
+        a.window.popleft()
+    a.digests = {
+        str(k): {
+            "n": int(v.get("n", 0)),
+            "tools": {str(t): int(c) for t, c in v.get("tools", {}).items()},
+            "transitions": {str(t): int(c) for t, c in v.get("transitions", {}).items()},
+        }
+        for k, v in d.get("digests", {}).items()
+    }
+    a.drift_open = {str(k): float(v) for k, v in d.get("drift_open", {}).items()}
+    a.level = str(d.get("level", "low"))
+    a.last_high = float(d.get("last_high", 0.0))
+    a.last_medium = float(d.get("last_medium", 0.0))
+    a.observed = int(d.get("observed", 0))
+    return a
