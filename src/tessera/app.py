@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
+from tessera.behavior.service import BehaviourService
+from tessera.behavior.wiring import build_behaviour
 from tessera.clock import Clock, SystemClock
 from tessera.config import Config
 from tessera.crypto.keyring import KeyRing
@@ -66,8 +68,11 @@ class Tessera:
     rebac: RebacService
     pdp: PdpService
     dev_issuer_key: SigningKey | None = None
+    behaviour: BehaviourService | None = None
 
     def close(self) -> None:
+        if self.behaviour is not None:
+            self.behaviour.close()
         self.store.engine.dispose()
 
 
@@ -114,6 +119,8 @@ def build(
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     audit = build_audit(config, clock, engine, keyring)
+    sessions = SessionAuthority(store, clock, keyring, tokens)
+    behaviour, scorer = build_behaviour(config, store, clock, sessions)
     return Tessera(
         config=config,
         clock=clock,
@@ -123,7 +130,7 @@ def build(
         admin_tokens=AdminTokens(store, clock),
         user_rights=StoredUserGrants(store),
         tokens=tokens,
-        sessions=SessionAuthority(store, clock, keyring, tokens),
+        sessions=sessions,
         audit=audit,
         rebac=rebac,
         pdp=build_pdp(
@@ -137,8 +144,11 @@ def build(
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
             budgets=SessionBudgets(store),
+            behaviour=scorer,
+            observer=scorer,
         ),
         dev_issuer_key=dev_key,
+        behaviour=behaviour,
     )
 
 

@@ -41,6 +41,13 @@ class Config:
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
     outbound_allow_private: bool = False
+    # Behaviour engine (issue 10, docs/behavior.md): a second opinion that only tightens.
+    behaviour_enabled: bool = True
+    behaviour_deadline_ms: float = 2.0
+    behaviour_warmup_calls: int = 200
+    behaviour_window: int = 400
+    behaviour_drift_threshold: float = 0.1
+    behaviour_revoke_on_high: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,7 +150,26 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
         outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
+        behaviour_enabled=_bool(env, "TESSERA_BEHAVIOUR", True),
+        behaviour_deadline_ms=_float(env, "TESSERA_BEHAVIOUR_DEADLINE_MS", 2.0, 0.05, 1000.0),
+        behaviour_warmup_calls=_int(env, "TESSERA_BEHAVIOUR_WARMUP_CALLS", 200, 10, 1_000_000),
+        behaviour_window=_int(env, "TESSERA_BEHAVIOUR_WINDOW", 400, 50, 100_000),
+        behaviour_drift_threshold=_float(env, "TESSERA_BEHAVIOUR_DRIFT_THRESHOLD", 0.1, 0.001, 10),
+        behaviour_revoke_on_high=_bool(env, "TESSERA_BEHAVIOUR_REVOKE_ON_HIGH", True),
     )
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from exc
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

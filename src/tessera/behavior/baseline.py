@@ -37,7 +37,7 @@ class Moments:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
     def to_list(self) -> list[float]:
-        return [self.n, round(self.mean, 6), round(self.m2, 6)]
+        return [self.n, self.mean, self.m2]
 
     @classmethod
     def from_list(cls, v: Any) -> Moments:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from tessera.audit.record import ActorLayers, AuditEntry
+from tessera.pdp.model import Decision
 from tessera.pdp.ports import DecisionRecord
 
 MAX_LISTED = 100
@@ -20,6 +21,19 @@ MAX_LISTED = 100
 
 class _Ledger(Protocol):
     def record(self, entry: AuditEntry) -> int: ...
+
+
+def behaviour_note(decision: Decision) -> dict[str, Any]:
+    """The behaviour engine's part (DESIGN 5): its score and level, or that it was
+    unavailable and why, so the record says when the deterministic decision stood alone."""
+    for stage in decision.trace:
+        if stage.stage == "behaviour":
+            d = stage.detail
+            if stage.reasons:
+                cause = ",".join(str(x) for x in d.get("reasons", ())) or "unavailable"
+                return {"behaviour": {"available": False, "cause": cause[:100]}}
+            return {"behaviour": {"score": d.get("score"), "level": d.get("level")}}
+    return {}
 
 
 class AuditDecisionRecorder:
@@ -38,6 +52,7 @@ class AuditDecisionRecorder:
                     "resource": f"{req.resource.type}:{req.resource.id}"[:256],
                     "verdict": decision.verdict,
                     "reasons": [r.code for r in decision.reasons][:10],
+                    **behaviour_note(decision),
                 }
             )
         first_req, first = pairs[0] if pairs else (None, None)

@@ -7,6 +7,7 @@ verdict here. Every error inside a stage is a deny with the error as reason.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -20,6 +21,7 @@ from tessera.pdp.ports import (
     AttributeSource,
     BehaviourScorer,
     BudgetLedger,
+    DecisionObserver,
     DecisionRecord,
     DecisionRecorder,
     MemoryAttributes,
@@ -34,6 +36,7 @@ from tessera.policy.bundle import PolicyBundle
 from tessera.policy.service import ActiveBundle
 
 AGENT: Final = "agent"
+log = logging.getLogger("tessera.pdp")
 _PRIVATE_PROPS: Final = frozenset({"token", "jkt"})
 
 
@@ -87,8 +90,10 @@ class DecisionPoint:
         taint: SessionTaint | None = None,
         user_ref: Callable[[str], str] | None = None,
         budgets: BudgetLedger | None = None,
+        observer: DecisionObserver | None = None,
     ) -> None:
         self.bundles = bundles
+        self.observer = observer
         # How a user appears in relationship tuples: ``user:<username>`` by default wiring
         # (OpenFGA style); the token names the user by id.
         self.user_ref: Callable[[str], str] = user_ref or (lambda user_id: user_id)
@@ -155,6 +160,7 @@ class DecisionPoint:
             r = StageResult("policy", "error", (Reason("policy", "no_policy", "no active bundle"),))
             return Decision("deny", r.reasons, decision_id, None, (r,))
         trace: list[StageResult] = []
+        agent: AgentSubject | None = None
         try:
             agent = self._run(req, caller, active.bundle, trace, memo)
             if consume and agent is not None and combine(trace)[0] == "allow":
@@ -162,7 +168,13 @@ class DecisionPoint:
         except Exception as exc:  # fail closed: any failure is a deny with its reason
             trace.append(_error("pipeline", exc))
         verdict, reasons = combine(trace)
-        return Decision(verdict, reasons, decision_id, active.version, tuple(trace))
+        decision = Decision(verdict, reasons, decision_id, active.version, tuple(trace))
+        if consume and self.observer is not None:
+            try:  # the observer learns from the decision; it can never change it
+                self.observer.observe(req, agent, decision)
+            except Exception:  # learning is best effort; the decision is already made
+                log.exception("decision observer failed")
+        return decision
 
     def _run(
         self,
@@ -313,13 +325,16 @@ class DecisionPoint:
         self, req: EvaluationRequest, agent: AgentSubject | None, trace: list[StageResult]
     ) -> RiskScore:
         try:
-            risk = self.behaviour.score(req, agent.claims.sid if agent else None)
+            risk = self.behaviour.score(req, agent.claims.sid if agent else None, agent=agent)
         except Exception:  # the deterministic decision stands; the trace says so
-            risk = RiskScore(0, "unavailable", available=False)
-        reasons = () if risk.available else (Reason("behaviour", "behaviour_unavailable"),)
-        trace.append(
-            StageResult("behaviour", "skip", reasons, {"score": risk.score, "level": risk.level})
+            risk = RiskScore(0, "unavailable", available=False, reasons=("behaviour_error",))
+        reasons = (
+            ()
+            if risk.available
+            else (Reason("behaviour", "behaviour_unavailable", ",".join(risk.reasons)),)
         )
+        detail = {"score": risk.score, "level": risk.level, "reasons": list(risk.reasons)}
+        trace.append(StageResult("behaviour", "skip", reasons, detail))
         return risk
 
     def _cedar(
@@ -372,13 +387,16 @@ class DecisionPoint:
         """Risk rules (DESIGN 5): they may only tighten a decision."""
         if not risk.available:
             return StageResult("risk", "skip"), None
+        why = f" ({', '.join(risk.reasons[:4])})" if risk.reasons else ""
         if risk.score >= bundle.deny_at:
-            reason = Reason("risk", "high_risk", f"behaviour score {risk.score}")
+            reason = Reason("risk", "high_risk", f"behaviour score {risk.score}{why}")
             return StageResult("risk", "deny", (reason,)), None
         rule = bundle.actions.get(req.action.name)
         if risk.score >= bundle.approval_at and rule is not None and rule.sensitive:
             reason = Reason(
-                "risk", "risk_approval", f"behaviour score {risk.score} on a sensitive action"
+                "risk",
+                "risk_approval",
+                f"behaviour score {risk.score}{why} on a sensitive action",
             )
             return StageResult("risk", "approval_required", (reason,)), None
         return StageResult("risk", "skip"), None

@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tessera.pdp.model import Decision, EvaluationRequest
 from tessera.rebac import RebacEngine
+
+if TYPE_CHECKING:
+    from tessera.pdp.agents import AgentSubject
 
 
 class RelationChecker(Protocol):
@@ -60,22 +63,43 @@ class MemoryAttributes:
 @dataclass(frozen=True, slots=True)
 class RiskScore:
     """A behaviour score from 0 (normal) to 100; ``available`` is false when the scorer
-    failed or timed out, in which case the deterministic decision stands."""
+    failed or timed out, in which case the deterministic decision stands. ``reasons``
+    name the features that drove the score, or why it is unavailable."""
 
     score: int = 0
     level: str = "none"
     available: bool = True
+    reasons: tuple[str, ...] = ()
 
 
 class BehaviourScorer(Protocol):
-    def score(self, request: EvaluationRequest, session: str | None) -> RiskScore: ...
+    def score(
+        self,
+        request: EvaluationRequest,
+        session: str | None,
+        agent: AgentSubject | None = None,
+    ) -> RiskScore: ...
 
 
 class NeutralBehaviour:
-    """Until the behaviour issue lands: every request scores 0."""
+    """No behaviour engine (``TESSERA_BEHAVIOUR=off``, unit tests): every request scores 0."""
 
-    def score(self, request: EvaluationRequest, session: str | None) -> RiskScore:
+    def score(
+        self,
+        request: EvaluationRequest,
+        session: str | None,
+        agent: AgentSubject | None = None,
+    ) -> RiskScore:
         return RiskScore()
+
+
+class DecisionObserver(Protocol):
+    """Told about every real decision (evaluation or batch item, never search or explain)
+    after it is made; it cannot change it (the behaviour engine learns from it)."""
+
+    def observe(
+        self, request: EvaluationRequest, agent: AgentSubject | None, decision: Decision
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from tessera.pdp.callers import ServiceAuthenticator
 from tessera.pdp.pipeline import DecisionPoint
 from tessera.pdp.ports import (
     AttributeSource,
+    BehaviourScorer,
     BudgetLedger,
+    DecisionObserver,
     DecisionRecorder,
     MemoryAttributes,
     NoopRecorder,
@@ -96,6 +98,8 @@ def build_pdp(
     event_head: Callable[[], int] | None = None,
     user_ref: Callable[[str], str] | None = None,
     budgets: BudgetLedger | None = None,
+    behaviour: BehaviourScorer | None = None,
+    observer: DecisionObserver | None = None,
 ) -> PdpService:
     """Wire the PDP. Session liveness is checked on every decision (``StoredLiveness``),
     so a revocation applies to the next decision."""
@@ -113,6 +117,8 @@ def build_pdp(
         agents=SessionTokenVerifier(keys, issuer, liveness),
         user_ref=user_ref,
         budgets=budgets,
+        behaviour=behaviour,
+        observer=observer,
     )
     return PdpService(
         point, policies, ServiceAuthenticator(keys, issuer, store), recorder, attributes

@@ -67,7 +67,9 @@ class Scorer:
     def __init__(self, score: int = 0, fail: bool = False) -> None:
         self.value, self.fail = score, fail
 
-    def score(self, request: EvaluationRequest, session: str | None) -> RiskScore:
+    def score(
+        self, request: EvaluationRequest, session: str | None, agent: Any = None
+    ) -> RiskScore:
         if self.fail:
             raise TimeoutError("scorer down")
         return RiskScore(self.value, "x")
