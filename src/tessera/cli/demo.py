@@ -145,6 +145,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     )
     _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
     _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
+    _seed_demo_baselines(t, created)
     return {
         "loaded": True,
         "operator": DEMO_OPERATOR,
@@ -153,6 +154,23 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         "model": DEMO_MODEL_DIGEST,
         "key_dir": str(key_dir),
     }
+
+
+def _seed_demo_baselines(t: Tessera, agents: list[str]) -> None:
+    """A few days of synthetic history, so `tessera behavior show research-assistant` works."""
+    from tessera.behavior.demo import RESEARCH, SUMMARIZER, DemoAgent, seed_baselines
+
+    if t.behaviour is None:
+        return
+    op = t.identity.get_operator(DEMO_OPERATOR).id
+    seed_baselines(
+        t.behaviour,
+        [
+            DemoAgent(agents[0], op, DEMO_MODEL_DIGEST, RESEARCH),
+            DemoAgent(agents[1], op, DEMO_MODEL_DIGEST, SUMMARIZER),
+        ],
+        end=t.clock.timestamp(),
+    )
 
 
 def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer: str) -> None:

@@ -647,6 +647,7 @@ def events_list(
 def _register_extra_commands() -> None:
     from tessera.cli import (
         audit,  # noqa: F401 - registers the `audit` group
+        behavior,  # noqa: F401 - registers the `behavior` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
         rebac,  # noqa: F401 - registers the `rebac` group

@@ -1,0 +1,71 @@
+"""``tessera behavior show|drift|rebaseline|simulate`` and the demo's seeded baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tessera.cli.demo  # noqa: F401 - registers `demo`
+from tessera.cli.behavior import app
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TESSERA_KEK", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (args, result.output, result.stderr)
+        return result.stdout if code in (0, 1) else result.stderr
+
+    return invoke
+
+
+def test_simulate_prints_the_detection_table_and_says_it_is_synthetic(run) -> None:  # type: ignore[no-untyped-def]
+    out = json.loads(run("behavior", "simulate", "--scale", "0.2", "--seed", "3", "--json"))
+    assert out["synthetic"] is True
+    assert [r["attack"] for r in out["detection"]] == [
+        "exfiltration",
+        "new_tool",
+        "burst",
+        "creep",
+        "model_shift",
+    ]
+    new_tool = out["detection"][1]
+    assert new_tool["instances"] == 8  # round(40 x 0.2), spec §4
+    # at this small scale the slowest agents are still warming up on day 7, so not every
+    # instance is scored against a warm baseline (the full scale detects all of them)
+    assert new_tool["detection_rate"] >= 0.8
+    fp = out["false_positives"]
+    assert fp["benign_calls"] > 500
+    assert 0 <= fp["per_call"] < 0.05
+    human = run("behavior", "simulate", "--scale", "0.2", "--seed", "3")
+    assert "detection (seed 3" in human
+    assert "not on real agents" in human
+    assert "--scale must be" in run("behavior", "simulate", "--scale", "0", code=2)
+
+
+def test_show_drift_and_rebaseline_after_the_demo(run) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    run("demo", "load")
+    shown = json.loads(run("behavior", "show", "research-assistant", "--json"))
+    assert shown["name"] == "research-assistant"
+    assert shown["warm"] is True
+    assert shown["reference_frozen"] is True
+    assert [t for t, _ in shown["top_tools"]] == ["docs/read", "docs/search", "web/fetch"]
+    human = run("behavior", "show", "research-assistant")
+    assert "docs/read" in human
+    assert "docs/search → docs/read" in human
+    drift = json.loads(run("behavior", "drift", "--json"))
+    assert drift["threshold"] == 0.1
+    assert drift["findings"] == []
+    assert {c["name"] for c in drift["current"]} == {"research-assistant", "summarizer"}
+    assert all(c["kl_tools"] < 0.1 for c in drift["current"])
+    assert "re-baselined research-assistant" in run("behavior", "rebaseline", "research-assistant")
+    assert "no behaviour baseline" in run("behavior", "show", "nobody", code=2)
