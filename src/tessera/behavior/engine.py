@@ -15,6 +15,7 @@ dicts without it (a racing update at worst makes a score one call stale).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -249,8 +250,9 @@ class BehaviourEngine:
                     ref.add(f.tool, f.prev)
                     if ref.n >= st.reference_calls:
                         ref.frozen, ref.frozen_at = True, f.ts
-            trans = None if f.prev is None else f.prev + SEP + f.tool
-            agent.window.append((f.tool, trans, f.model_digest))
+            # interned: the window holds hundreds of these per agent, mostly the same few
+            trans = None if f.prev is None else sys.intern(f.prev + SEP + f.tool)
+            agent.window.append((sys.intern(f.tool), trans, sys.intern(f.model_digest)))
             while len(agent.window) > st.window:
                 agent.window.popleft()
             dc = agent.digest_counts(f.model_digest)
@@ -493,7 +495,14 @@ def agent_state_from(d: dict[str, Any], window: int) -> AgentState:
     a.baseline = Baseline.from_dict(d.get("baseline", {}))
     a.reference = Reference.from_dict(d.get("reference", {}))
     a.window = deque(
-        ((str(w[0]), None if w[1] is None else str(w[1]), str(w[2])) for w in d.get("window", [])),
+        (
+            (
+                sys.intern(str(w[0])),
+                None if w[1] is None else sys.intern(str(w[1])),
+                sys.intern(str(w[2])),
+            )
+            for w in d.get("window", [])
+        ),
         maxlen=None,
     )
     while len(a.window) > window:
