@@ -184,3 +184,24 @@ def test_high_risk_over_http_denies_and_revokes_the_session(world: World) -> Non
     levels = [e.payload for e in _events(t.store, "risk.level_changed")]
     assert [p["level"] for p in levels if p["session"] is not None][-1] == "high"
     assert agent.id in {a["key"] for a in t.behaviour.agents()}
+
+
+def test_a_running_node_adopts_a_rebaseline_made_elsewhere(store: SqlStore) -> None:
+    clock = ManualClock()
+    server = BehaviourService(store, clock, SqlBehaviourRepo, SETTINGS, flush_interval=0)
+    ts = feed(server.engine, "agt_z", "op_1", 200, start=clock.timestamp())
+    ts = feed(server.engine, "agt_z", "op_1", 120, start=ts, tools=("docs/publish",))
+    server.flush()
+    assert server.engine.agents["agt_z"].drift_open
+    cli = BehaviourService(store, clock, SqlBehaviourRepo, SETTINGS, flush_interval=0)
+    cli.rebaseline("agt_z")
+    feed(server.engine, "agt_z", "op_1", 5, start=ts, tools=("docs/publish",))
+    server.flush()  # must not overwrite the new reference with its old one
+    state = server.engine.agents["agt_z"]
+    assert state.generation == 1
+    assert state.drift_open == {}
+    assert state.reference.tools.get("docs/publish", 0) >= 90
+    stored = BehaviourService(store, clock, SqlBehaviourRepo, SETTINGS, flush_interval=0)
+    stored.load()
+    assert stored.engine.agents["agt_z"].reference.tools == state.reference.tools
+    assert stored.engine.agents["agt_z"].baseline.n == state.baseline.n

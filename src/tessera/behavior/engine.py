@@ -133,6 +133,7 @@ class AgentState:
     last_high: float = 0.0
     last_medium: float = 0.0
     observed: int = 0
+    generation: int = 0  # re-baselines so far (stored; a newer stored one is adopted)
 
     def digest_counts(self, digest: str) -> dict[str, Any]:
         d = self.digests.get(digest)
@@ -434,8 +435,23 @@ class BehaviourEngine:
                     ref.transitions[trans] = ref.transitions.get(trans, 0) + 1
             agent.reference = ref
             agent.drift_open.clear()
+            agent.generation += 1
             self.dirty_agents.add(agent_id)
             return True
+
+    def adopt(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Take a newer stored re-baseline (reference, open drift, generation) made by
+        another process, keep everything this node learned, and return the merged state."""
+        stored = agent_state_from(data, self.settings.window)
+        with self._lock:
+            agent = self.agents.get(stored.agent)
+            if agent is None:
+                self.agents[stored.agent] = agent = stored
+            else:
+                agent.reference = stored.reference
+                agent.drift_open = dict(stored.drift_open)
+                agent.generation = stored.generation
+            return agent_state_dict(agent)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -487,6 +503,7 @@ def agent_state_dict(a: AgentState) -> dict[str, Any]:
         "last_high": a.last_high,
         "last_medium": a.last_medium,
         "observed": a.observed,
+        "generation": a.generation,
     }
 
 
@@ -520,4 +537,5 @@ def agent_state_from(d: dict[str, Any], window: int) -> AgentState:
     a.last_high = float(d.get("last_high", 0.0))
     a.last_medium = float(d.get("last_medium", 0.0))
     a.observed = int(d.get("observed", 0))
+    a.generation = int(d.get("generation", 0))
     return a

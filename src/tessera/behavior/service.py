@@ -134,6 +134,13 @@ class BehaviourService:
         written = 0
         with self.store.write() as tx:
             repo = self.repo(tx.connection)
+            stored = repo.generations(sorted(agents)) if agents else {}
+            for key in list(agents):
+                if stored.get(key, 0) > int(agents[key].get("generation", 0)):
+                    # re-baselined elsewhere (the CLI) since we loaded it: adopt, not overwrite
+                    theirs = repo.get_state("agent", key)
+                    if theirs is not None:
+                        agents[key] = self.engine.adopt(theirs)
             for key, data in agents.items():
                 repo.save_state(
                     "agent",
@@ -272,7 +279,8 @@ class BehaviourService:
 
     def rebaseline(self, agent: str) -> bool:
         """Accept an agent's current behaviour: the stored recent window becomes its frozen
-        reference and its open drift findings are resolved."""
+        reference and its open drift findings are resolved. The generation goes up, so a
+        running node adopts the new reference at its next flush instead of overwriting it."""
         with self.store.read() as tx:
             data = self.repo(tx.connection).get_state("agent", agent)
         if data is None:

@@ -60,6 +60,7 @@ class SqlBehaviourRepo:
             "model_digest": model_digest[:128],
             "calls": calls,
             "level": level,
+            "generation": int(state.get("generation", 0)),
             "state": json.dumps(state, separators=(",", ":"), sort_keys=True),
             "updated_at": now,
         }
@@ -76,6 +77,18 @@ class SqlBehaviourRepo:
     def get_state(self, kind: str, key: str) -> dict[str, Any] | None:
         row = self._c.execute(select(_B.c.state).where(_B.c.kind == kind, _B.c.key == key)).first()
         return None if row is None else dict(json.loads(row.state))
+
+    def generations(self, keys: list[str]) -> dict[str, int]:
+        """Stored re-baseline generations of these agents (absent: never stored)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(keys), 500):
+            rows = self._c.execute(
+                select(_B.c.key, _B.c.generation).where(
+                    _B.c.kind == "agent", _B.c.key.in_(keys[i : i + 500])
+                )
+            )
+            out.update({r.key: int(r.generation) for r in rows})
+        return out
 
     def summaries(self) -> list[dict[str, Any]]:
         rows = self._c.execute(

@@ -15,6 +15,7 @@ behavior_baselines = Table(
     Column("model_digest", String(128), nullable=False),
     Column("calls", Integer, nullable=False),
     Column("level", String(8), nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),
     Column("state", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -23,6 +23,8 @@ def upgrade() -> None:
         sa.Column("model_digest", sa.String(128), nullable=False),
         sa.Column("calls", sa.Integer, nullable=False),
         sa.Column("level", sa.String(8), nullable=False),
+        # bumped by a re-baseline, so a running node adopts it instead of overwriting it
+        sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
