@@ -50,6 +50,7 @@ def feed(
             ts=ts,
         )
         engine.observe(f, engine.score(f), allowed=True)
+        engine.check_drift_due()
     return ts
 
 

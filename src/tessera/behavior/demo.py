@@ -71,6 +71,7 @@ def seed_baselines(
                     ts=min(ts, end - 1),
                 )
                 service.engine.observe(f, service.engine.score(f), allowed=True)
+                service.engine.check_drift_due()
                 n += 1
         total += n
     service.engine.take_notices()  # history is not news: no events for it

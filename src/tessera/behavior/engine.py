@@ -155,6 +155,7 @@ class BehaviourEngine:
         self.notices: list[Notice] = []
         self.dirty_agents: set[str] = set()
         self.dirty_peers: set[str] = set()
+        self.drift_due: dict[str, float] = {}
         self._lock = threading.Lock()
         self._observed = 0
 
@@ -265,7 +266,7 @@ class BehaviourEngine:
             agent.since_check += 1
             if agent.since_check >= st.drift_every:
                 agent.since_check = 0
-                self._check_drift(agent, f.ts)
+                self.drift_due[f.agent] = f.ts  # checked off the hot path (check_drift_due)
             self._agent_level(agent, f, a)
             self._observed += 1
             if self._observed % 1000 == 0:
@@ -328,6 +329,19 @@ class BehaviourEngine:
             agent.level = level
 
     # -- drift ---------------------------------------------------------------------------
+
+    def check_drift_due(self) -> int:
+        """Run the drift checks that ``observe`` scheduled (every ``drift_every`` calls of an
+        agent); the service's flusher calls this, so no decision waits for numpy."""
+        if not self.drift_due:
+            return 0
+        with self._lock:
+            due, self.drift_due = self.drift_due, {}
+            for agent_id, ts in due.items():
+                agent = self.agents.get(agent_id)
+                if agent is not None:
+                    self._check_drift(agent, ts)
+            return len(due)
 
     def _check_drift(self, agent: AgentState, ts: float) -> None:
         st = self.settings

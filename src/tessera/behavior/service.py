@@ -111,6 +111,7 @@ class BehaviourService:
         """Write changed state, findings and events in one transaction; returns the number
         of events written. On failure everything stays queued for the next flush."""
         with self._flush_lock:
+            self.engine.check_drift_due()
             notices = self._pending + self.engine.take_notices()
             self._pending = []
             agents, peers = self.engine.take_dirty()

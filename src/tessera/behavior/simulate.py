@@ -98,6 +98,7 @@ def evaluate(w: Workload, settings: BehaviourSettings | None = None) -> Simulati
         # Simulated PDP: everything the generator emits is allowed by the deterministic
         # stages; risk only changes what is learned (scores ≥ learn_below are not).
         engine.observe(f, a, allowed=True)
+        engine.check_drift_due()  # the service's flusher does this every few seconds
         for n in engine.take_notices():
             if isinstance(n, DriftNotice) and not n.resolved and n.ts >= w.warmup_end:
                 drift.append(n)

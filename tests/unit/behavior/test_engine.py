@@ -58,6 +58,7 @@ class Driver:
         )
         a = self.e.score(f)
         self.e.observe(f, a, allowed=allowed)
+        self.e.check_drift_due()
         return a
 
     def warm(self, n: int = 300, mix: list[str] = MIX, **kw: Any) -> None:
