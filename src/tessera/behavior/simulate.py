@@ -34,6 +34,7 @@ class SimulationResult:
     benign_sessions_flagged: int
     drift_agents: int
     drift_agents_flagged: int
+    benign_high: int = 0  # benign calls scored high (a deny and a revocation in the PDP)
     drift_findings: list[DriftNotice] = field(default_factory=list)
 
     @property
@@ -64,7 +65,7 @@ def evaluate(w: Workload, settings: BehaviourSettings | None = None) -> Simulati
     scenario_agents = {s.agent for s in w.scenarios if s.kind in ("creep", "model_shift")}
     detected: dict[str, bool] = {}
     reached_high: dict[str, bool] = {}
-    benign_calls = benign_flagged = 0
+    benign_calls = benign_flagged = benign_high = 0
     flagged_sessions: set[str] = set()
     clean_sessions: set[str] = set()
     drift: list[DriftNotice] = []
@@ -95,6 +96,8 @@ def evaluate(w: Workload, settings: BehaviourSettings | None = None) -> Simulati
             if a.score >= medium:
                 benign_flagged += 1
                 flagged_sessions.add(ev.session)
+            if a.score >= high:
+                benign_high += 1
         # Simulated PDP: everything the generator emits is allowed by the deterministic
         # stages; risk only changes what is learned (scores ≥ learn_below are not).
         engine.observe(f, a, allowed=True)
@@ -136,6 +139,7 @@ def evaluate(w: Workload, settings: BehaviourSettings | None = None) -> Simulati
         len(flagged_sessions),
         len(others),
         sum(a in flagged_agents for a in others),
+        benign_high,
         drift,
     )
 

@@ -183,6 +183,7 @@ def simulate(
         "false_positives": {
             "benign_calls": r.benign_calls,
             "flagged_calls": r.benign_flagged,
+            "high_calls": r.benign_high,
             "per_call": round(r.call_fp, 5),
             "benign_sessions": r.benign_sessions,
             "flagged_sessions": r.benign_sessions_flagged,
