@@ -103,6 +103,8 @@ def create_app(tessera: Tessera) -> FastAPI:
     audit.install(app, tessera)
     oauth.install(app)
     __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
+    if tessera.behaviour is not None:  # flush learned baselines, findings, events at exit
+        app.router.on_shutdown.append(tessera.behaviour.close)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
