@@ -83,8 +83,11 @@ class PipelineBehaviour:
         if not self.breaker.allow():
             return RiskScore(0, "unavailable", False, ("behaviour_circuit_open",))
         try:
+            # the request's size is the PEP's input, not engine work: measured before the
+            # deadline starts, so large arguments never read as a slow engine
+            volume = request_volume(request.context)
             deadline = Deadline(self.deadline_s, self._timer)
-            f = self._features(request, agent)
+            f = self._features(request, agent, volume)
             deadline.check()
             a = self.engine.score(f)
             deadline.check()
@@ -99,7 +102,9 @@ class PipelineBehaviour:
         self._last.value = (request, f, a)
         return RiskScore(a.score, a.level, True, a.reasons)
 
-    def _features(self, req: EvaluationRequest, agent: AgentSubject) -> CallFeatures:
+    def _features(
+        self, req: EvaluationRequest, agent: AgentSubject, volume: int | None
+    ) -> CallFeatures:
         c = agent.claims
         ctx = req.context
         return self.engine.features(
@@ -110,7 +115,7 @@ class PipelineBehaviour:
             tool=req.action.name,
             rtype=req.resource.type,
             resource_id=req.resource.id,
-            volume=request_volume(ctx),
+            volume=volume,
             external=ctx.get("external_content") is True,
             ts=self.clock.timestamp(),
         )
