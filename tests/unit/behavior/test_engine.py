@@ -234,3 +234,16 @@ def test_generator_is_deterministic_and_follows_its_spec() -> None:
     assert [e.ts for e in w.events] == sorted(e.ts for e in w.events)
     assert len({e.agent for e in w.events}) == 20
     assert {s.kind for s in w.scenarios} == {"creep", "model_shift", "upgrade"}
+
+
+def test_the_public_surface_is_what_all_says() -> None:
+    import types
+
+    import tessera.behavior as pkg
+
+    public = {
+        n
+        for n, v in vars(pkg).items()
+        if not n.startswith("_") and not isinstance(v, types.ModuleType)
+    }
+    assert public == set(pkg.__all__)
