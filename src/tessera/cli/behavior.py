@@ -103,6 +103,7 @@ def drift(
             now = svc.engine.drift_now(state.agent)
             if now:
                 current.append({"agent": state.agent, "name": _agent_id(t, state.agent)[1], **now})
+    names = {f.agent: _agent_id(t, f.agent)[1] for f in findings}
     out = {
         "threshold": svc.settings.drift_threshold,
         "findings": [f.to_dict() for f in findings],
@@ -117,7 +118,7 @@ def drift(
             [
                 (
                     f.id,
-                    f.agent,
+                    names.get(f.agent, f.agent),
                     f.kind,
                     f.severity,
                     f.status,

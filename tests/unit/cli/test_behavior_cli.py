@@ -69,3 +69,48 @@ def test_show_drift_and_rebaseline_after_the_demo(run) -> None:  # type: ignore[
     assert all(c["kl_tools"] < 0.1 for c in drift["current"])
     assert "re-baselined research-assistant" in run("behavior", "rebaseline", "research-assistant")
     assert "no behaviour baseline" in run("behavior", "show", "nobody", code=2)
+
+
+def test_drift_lists_a_finding_with_its_remediation(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tessera.app import build
+    from tessera.config import load_config
+
+    run("init")
+    run("demo", "load")
+    t = build(load_config({"TESSERA_DATA_DIR": str(tmp_path / "data")}))
+    assert t.behaviour is not None
+    agent = t.identity.get_agent("summarizer")
+    engine = t.behaviour.engine
+    state = engine.agents[agent.id]
+    ts = state.baseline.last_ts
+    for i in range(450):  # the summarizer, which only ever read, starts searching and fetching
+        ts += 30
+        f = engine.features(
+            agent=agent.id,
+            operator=state.operator,
+            model_digest=state.model_digest,
+            session=f"s{i // 10}",
+            tool=("docs/search", "web/fetch", "docs/read")[i % 3],
+            rtype="document",
+            resource_id="d1",
+            volume=16_000,
+            external=False,
+            ts=ts,
+        )
+        engine.observe(f, engine.score(f), allowed=True)
+    t.behaviour.flush()
+    t.close()
+    out = json.loads(run("behavior", "drift", "summarizer", "--json"))
+    (finding,) = out["findings"]
+    assert finding["agent"] == agent.id
+    assert finding["kind"] == "agent"
+    assert finding["severity"] == "high"
+    assert "tessera behavior rebaseline" in finding["remediation"]
+    human = run("behavior", "drift")
+    assert finding["id"] in human
+    assert "summarizer" in human
+    run("behavior", "rebaseline", "summarizer")
+    assert json.loads(run("behavior", "drift", "--json"))["findings"] == []
+    assert [
+        f["status"] for f in json.loads(run("behavior", "drift", "--all", "--json"))["findings"]
+    ] == ["resolved"]
