@@ -63,6 +63,10 @@ def make_bundle(dest: Path, n_policies: int, same_action_every: int = 10) -> Pat
 class PdpFixture(Fixture):
     def __init__(self, data: Path, port: int, bundle: Path) -> None:
         super().__init__(data, port)
+        # One session hammered by 32 connections is a burst against the demo's seeded
+        # baseline (the engine would deny and revoke it); a warm-up it never reaches keeps
+        # the engine in the path (features, lookups, learning) without judging the load.
+        self.env["TESSERA_BEHAVIOUR_WARMUP_CALLS"] = "1000000"
         _cli(self.env, "policy", "apply", str(bundle))
 
     def session_token(self) -> str:

@@ -56,7 +56,7 @@ class Baseline:
     wildcards: dict[str, int] = field(default_factory=dict)  # tool → wildcard-scope calls
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     volume: dict[str, Moments] = field(default_factory=dict)  # tool → ln(bytes + 1)
-    span: Moments = field(default_factory=Moments)  # ln(seconds spanned by the last 5 calls)
+    span: Moments = field(default_factory=Moments)  # ln(seconds spanned by the last 10 calls)
     first_ts: float = 0.0
     last_ts: float = 0.0
 

@@ -16,7 +16,7 @@ Components (points; the calibration is documented in docs/behavior.md):
 | ``broad_scope`` | wildcard resource id, never seen for the tool | 20 |
 | ``volume_spike`` | z of ln(volume) above 2 | 18 per sd, ≤ 60 |
 | ``after_external_content`` | z ≥ 2, ≤ 3 calls after external content | 25 + 12 per sd, ≤ 55 |
-| ``rate_spike`` | z of ln(span of the last 5 calls) below -2.5 | 20 per sd, ≤ 70 |
+| ``rate_spike`` | z of ln(span of last 10 calls) below -2.5, ≥ 8x faster | 20 per sd, ≤ 70 |
 | ``unusual_hour`` | hour of day with < 1% of the agent's calls | 12 |
 """
 
@@ -32,6 +32,7 @@ MIN_NAMED: Final = 5.0
 MIN_MOMENTS: Final = 10
 SD_FLOOR_VOLUME: Final = 0.25
 SD_FLOOR_SPAN: Final = 0.3
+MIN_SPEEDUP: Final = math.log(8.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class CallFeatures:
     prev: str | None  # the session's previous tool (the transition's source)
     external: bool  # this call reads untrusted content
     after_external: bool  # the session read untrusted content within the last calls
-    span: float | None  # seconds spanned by the session's last 5 calls, this one included
+    span: float | None  # seconds spanned by the session's last 10 calls, this one included
 
     @property
     def log_volume(self) -> float | None:
@@ -106,7 +107,9 @@ def components(f: CallFeatures, b: Baseline, peer: Baseline | None) -> list[tupl
             if f.after_external and not f.external and z >= 2.0:
                 out.append(("after_external_content", 25.0 + _clamp((z - 2.0) * 12.0, 30.0)))
     ls = f.log_span
-    if ls is not None and b.span.n >= MIN_MOMENTS:
+    if ls is not None and b.span.n >= MIN_MOMENTS and b.span.mean - ls >= MIN_SPEEDUP:
+        # a burst is both unusual (z) and much faster than usual (≥ 8x): the second keeps
+        # jittery machine-speed agents, whose spans vary widely, from flagging themselves
         z = (b.span.mean - ls) / max(b.span.sd, SD_FLOOR_SPAN)
         pts = _clamp((z - 2.5) * 20.0, 70.0)
         if pts:

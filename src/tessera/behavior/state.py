@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from tessera.behavior.baseline import SEP, Baseline, Reference
 
-SPAN_CALLS: Final = 5
+SPAN_CALLS: Final = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,7 @@ def test_benign_calls_score_low_and_a_never_used_tool_is_named() -> None:
 def test_a_burst_is_a_rate_spike() -> None:
     d = Driver()
     d.warm()
-    scores = [d.call(MIX[i % 4], session="ses_burst", gap=0.2) for i in range(8)]
+    scores = [d.call(MIX[i % 4], session="ses_burst", gap=0.2) for i in range(14)]
     assert scores[0].level == "low"
     assert scores[-1].level == "high"
     assert "rate_spike" in scores[-1].reasons
