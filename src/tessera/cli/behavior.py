@@ -150,14 +150,20 @@ def drift(
 
 
 @behavior_app.command("rebaseline")
-def rebaseline(agent: Annotated[str, typer.Argument(help="agent id or name")]) -> None:
+def rebaseline(
+    agent: Annotated[str, typer.Argument(help="agent id or name")], as_json: JsonOpt = False
+) -> None:
     """Accept an agent's current behaviour: its recent window becomes its frozen reference
     and its open drift findings are resolved."""
     t = _tessera()
     with cli_errors():
         aid, name = _agent_id(t, agent)
         _service(t).rebaseline(aid)
-    console.print(f"re-baselined {name}: open drift findings resolved", markup=False)
+    emit(
+        {"agent": aid, "name": name, "rebaselined": True},
+        as_json,
+        lambda: console.print(f"re-baselined {name}: open drift findings resolved", markup=False),
+    )
 
 
 @behavior_app.command("simulate")
