@@ -11,10 +11,12 @@ import pytest
 from tests.contract.test_pdp_agents import Pdp
 from tests.contract.test_token_service import DIGEST, World, world  # noqa: F401
 
+from tessera.audit.ports import AuditQuery
 from tessera.behavior.engine import BehaviourEngine, BehaviourSettings, LevelChange
 from tessera.behavior.service import BehaviourService
 from tessera.clock import ManualClock
 from tessera.errors import NotFound
+from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.ports import EngineRelations
 from tessera.rebac import MemoryTupleIndex, RebacEngine, RelationTuple
 from tessera.store.sql_behavior import SqlBehaviourRepo
@@ -174,6 +176,10 @@ def test_high_risk_over_http_denies_and_revokes_the_session(world: World) -> Non
     body = pdp.ask(token, "docs/read", context={"volume": 500_000_000})
     assert body["context"]["verdict"] == "deny"
     assert [r["code"] for r in body["context"]["reasons"]] == ["high_risk"]
+    # the decision's evidence in the audit ledger carries the engine's part
+    AuditDecisionRecorder(t.audit).record(pdp.recorder.records[-1])
+    (entry,) = t.audit.query(AuditQuery(event_type="pdp.evaluation", outcome="deny"))
+    assert entry["details"]["decisions"][0]["behaviour"] == {"score": 100, "level": "high"}
     # revoked through the token service: stored (the next decision fails) and evented
     assert [r["code"] for r in pdp.ask(token, "docs/read")["context"]["reasons"]] == [
         "invalid_token"
