@@ -83,6 +83,8 @@ class PipelineBehaviour:
         if not self.breaker.allow():
             return RiskScore(0, "unavailable", False, ("behaviour_circuit_open",))
         try:
+            if not self.service.loaded:
+                self.service.ensure_loaded()  # once per process, before the first score
             # the request's size is the PEP's input, not engine work: measured before the
             # deadline starts, so large arguments never read as a slow engine
             volume = request_volume(request.context)

@@ -62,19 +62,39 @@ class BehaviourService:
         self._flush_lock = threading.Lock()
         self._pending: list[Notice] = []
         self._loaded = False
+        self._load_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def ensure_loaded(self) -> None:
+        """Load the stored baselines once, before this process scores, learns or flushes
+        anything (so a node never overwrites stored state with a fresh, empty one)."""
+        if not self._loaded:
+            with self._load_lock:
+                if not self._loaded:
+                    self.load()
+
     def load(self) -> int:
-        """Load every stored baseline into memory (at start); returns the agent count."""
+        """Load the stored baselines into memory; returns the agent count. State this
+        process already holds is newer (learned here) and is kept. Without a store (tests,
+        the simulator) the engine is memory-only."""
+        if self.store is None:
+            self._loaded = True
+            return 0
         with self.store.read() as tx:
             repo = self.repo(tx.connection)
             agents = repo.load_states("agent")
             peers = repo.load_states("peer")
-        for _key, data in agents:
-            self.engine.load_agent(data)
+        for key, data in agents:
+            if key not in self.engine.agents:
+                self.engine.load_agent(data)
         for key, data in peers:
-            self.engine.load_peer(key, data)
+            if key not in self.engine.peers:
+                self.engine.load_peer(key, data)
         self._loaded = True
         return len(agents)
 
@@ -110,6 +130,9 @@ class BehaviourService:
     def flush(self) -> int:
         """Write changed state, findings and events in one transaction; returns the number
         of events written. On failure everything stays queued for the next flush."""
+        if self.store is None:
+            return 0
+        self.ensure_loaded()
         with self._flush_lock:
             self.engine.check_drift_due()
             notices = self._pending + self.engine.take_notices()

@@ -28,8 +28,8 @@ def build_behaviour(
     ``TESSERA_BEHAVIOUR=off`` (the PDP then scores every request 0)."""
     if not config.behaviour_enabled:
         return None, None
+    # stored baselines load on first use (first decision, flush or CLI read), not here
     service = BehaviourService(store, clock, SqlBehaviourRepo, settings_from(config), revoker)
-    service.load()
     scorer = PipelineBehaviour(
         service,
         clock,

@@ -94,6 +94,7 @@ def drift(
     t = _tessera()
     with cli_errors():
         svc = _service(t)
+        svc.ensure_loaded()
         aid = _agent_id(t, agent)[0] if agent is not None else None
         findings = svc.findings(agent=aid, status=None if all_ else "open")
         current: list[dict[str, Any]] = []

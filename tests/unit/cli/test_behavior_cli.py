@@ -80,6 +80,7 @@ def test_drift_lists_a_finding_with_its_remediation(run, tmp_path: Path) -> None
     t = build(load_config({"TESSERA_DATA_DIR": str(tmp_path / "data")}))
     assert t.behaviour is not None
     agent = t.identity.get_agent("summarizer")
+    t.behaviour.ensure_loaded()  # stored baselines load on first use
     engine = t.behaviour.engine
     state = engine.agents[agent.id]
     ts = state.baseline.last_ts
