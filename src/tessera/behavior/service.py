@@ -4,8 +4,9 @@ Writes are batched off the hot path: decisions only mutate memory; a background 
 (started on first use) writes changed baselines, drift findings and the events
 ``risk.level_changed`` / ``behavior.drift_detected`` (COORDINATION.md contract) in one
 transaction every ``flush_interval`` seconds, and once more on ``close``. A failed flush
-keeps its work queued for the next one. At start the stored baselines are loaded, so a
-restart resumes where the last flush left off.
+keeps its work queued for the next one. The stored baselines are loaded on first use
+(before the first score, flush or CLI read), so a restart resumes where the last flush left
+off.
 
 Several nodes: each node learns from the decisions it makes and its flush overwrites the
 stored state of the agents it saw (last writer wins). Findings and events are never lost;
