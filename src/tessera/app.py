@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from tessera.approvals.service import ApprovalService
+from tessera.approvals.wiring import ApprovalEdges, build_approvals
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
 from tessera.clock import Clock, SystemClock
@@ -65,6 +67,8 @@ class Tessera:
     audit: AuditService
     rebac: RebacService
     pdp: PdpService
+    approvals: ApprovalService  # implements tessera.approvals.ports.CallApprovals
+    approval_edges: ApprovalEdges
     dev_issuer_key: SigningKey | None = None
 
     def close(self) -> None:
@@ -89,11 +93,16 @@ def build(
     store = SqlStore(engine, clock)
     kek = config.load_kek()
     rebac = RebacService(store, clock)
+    approvals_ref: list[ApprovalService] = []  # built below; the hook runs only later
     identity = IdentityService(
         store,
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
-        cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle),
+        cascade=CombinedCascade(
+            LifecycleCascade(clock),
+            rebac.on_lifecycle,
+            lambda tx, ev, sub, pl: approvals_ref[0].on_lifecycle(tx, ev, sub, pl),
+        ),
     )
     keyring = KeyRing(store, clock, kek)
     issuers = load_trusted_issuers(
@@ -114,6 +123,30 @@ def build(
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     audit = build_audit(config, clock, engine, keyring)
+    approvals, approval_edges = build_approvals(
+        store,
+        clock,
+        config=config,
+        kek=kek,
+        keyring=keyring,
+        tokens=tokens,
+        dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
+    )
+    approvals_ref.append(approvals)
+    pdp = build_pdp(
+        store,
+        clock,
+        keys=keyring.lookup,
+        issuer=config.issuer,
+        tokens=tokens,
+        rebac=rebac,
+        event_head=EventHead(engine),
+        recorder=AuditDecisionRecorder(audit),
+        user_ref=UsernameOf(store),
+        budgets=SessionBudgets(store),
+    )
+    approvals.bundles = pdp.policies
+    pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
     return Tessera(
         config=config,
         clock=clock,
@@ -126,18 +159,9 @@ def build(
         sessions=SessionAuthority(store, clock, keyring, tokens),
         audit=audit,
         rebac=rebac,
-        pdp=build_pdp(
-            store,
-            clock,
-            keys=keyring.lookup,
-            issuer=config.issuer,
-            tokens=tokens,
-            rebac=rebac,
-            event_head=EventHead(engine),
-            recorder=AuditDecisionRecorder(audit),
-            user_ref=UsernameOf(store),
-            budgets=SessionBudgets(store),
-        ),
+        pdp=pdp,
+        approvals=approvals,
+        approval_edges=approval_edges,
         dev_issuer_key=dev_key,
     )
 
