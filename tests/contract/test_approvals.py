@@ -310,3 +310,67 @@ def test_a_replayed_poll_is_refused(w: ApprovalWorld) -> None:
     replay = w.http.post("/oauth/token", data=form, headers={"DPoP": proof})
     assert replay.status_code in (400, 401)
     assert replay.json()["error"] in ("invalid_client", "invalid_dpop_proof")
+
+
+class _Receiver:
+    """A client notification endpoint on loopback (CIBA ping/push), recording requests."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json as _json
+        import threading
+
+        self.hits: list[tuple[str, dict[str, object]]] = []
+        hits = self.hits
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("content-length", "0"))
+                hits.append(
+                    (self.headers.get("authorization", ""), _json.loads(self.rfile.read(n)))
+                )
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cb"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["ping", "push"])
+def test_ping_and_push_delivery(engine: Engine, tmp_path: Path, mode: str) -> None:
+    w = build_world(engine, tmp_path, TESSERA_OUTBOUND_ALLOW_PRIVATE="1")
+    rx = _Receiver()
+    try:
+        w.t.approval_edges.ciba.set_client(w.agent.client_id, mode, rx.url)
+        token = w.session()
+        missing = w.backchannel(token, "docs/publish", "7", PUBLISH)
+        assert missing.json()["error"] == "invalid_request"  # needs client_notification_token
+        ack = w.backchannel(token, "docs/publish", "7", PUBLISH, client_notification_token="cnt-1")
+        assert ack.status_code == 200, ack.text
+        rid = ack.json()["auth_req_id"]
+        assert ("interval" in ack.json()) is (mode == "ping")
+        w.t.approvals.decide(rid, w.users["alice"], "approve", "", method="passkey")
+        (auth, body), *_ = rx.hits
+        assert auth == "Bearer cnt-1"
+        assert body["auth_req_id"] == rid
+        if mode == "ping":
+            assert set(body) == {"auth_req_id"}
+            assert w.agent.poll(rid).status_code == 200  # the client then fetches the token
+        else:
+            assert body["token_type"] == "DPoP"
+            assert body["authorization_details"][0]["type"] == "tessera_approved_call"
+            assert w.agent.poll(rid).json()["error"] == "invalid_grant"  # no polling in push
+            ok = w.evaluate(
+                token, "docs/publish", "7", PUBLISH, approval_token=body["access_token"]
+            )
+            assert ok["decision"] is True
+    finally:
+        rx.close()
+        w.http.close()
