@@ -374,3 +374,35 @@ def test_ping_and_push_delivery(engine: Engine, tmp_path: Path, mode: str) -> No
     finally:
         rx.close()
         w.http.close()
+
+
+def test_group_webhook_is_notified_of_new_requests(engine: Engine, tmp_path: Path) -> None:
+    from tests.contract.approvals_world import BUNDLE
+
+    from tessera.policy.bundle import read_bundle_dir
+
+    w = build_world(engine, tmp_path, TESSERA_OUTBOUND_ALLOW_PRIVATE="1")
+    rx = _Receiver()
+    try:
+        files = read_bundle_dir(BUNDLE)
+        files["bundle.yaml"] = files["bundle.yaml"].replace(
+            "finance-approvers: {members: [alice, bob]}",
+            f"finance-approvers: {{members: [alice, bob], webhook: '{rx.url}'}}",
+        )
+        w.t.pdp.policies.apply(files, actor="test")
+        w.clock.advance(2)  # the active bundle is re-read at most once a second
+        token = w.session()
+        rid = w.backchannel(token, "finance/transfer", "acct-1", {"amount": 3}).json()[
+            "auth_req_id"
+        ]
+        ((auth, body),) = rx.hits
+        assert auth == ""
+        assert body["type"] == "approval.requested"
+        assert body["auth_req_id"] == rid
+        assert body["group"] == "finance-approvers"
+        assert "arguments" not in body  # only the (redacted) binding message
+        assert body["binding_message"] == w.t.approvals.get(rid).binding_message
+        assert body["console"].endswith("/console/approvals")
+    finally:
+        rx.close()
+        w.http.close()

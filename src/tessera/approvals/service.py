@@ -69,6 +69,7 @@ class ApprovalService:
         self.dev_mode = dev_mode
         self.interval = interval
         self.after_commit: list[AfterCommit] = []
+        self._sweeper: tuple[Any, Any] | None = None
 
     # -- policy --------------------------------------------------------------------------
 
@@ -321,6 +322,30 @@ class ApprovalService:
         for req in done:
             self._after(req, "approval.expired")
         return len(done)
+
+    def start_sweeper(self, every: float = 5.0) -> None:
+        """A daemon thread that expires due requests every ``every`` seconds, so expiry is
+        audited (and ping/push clients hear of it) even when nobody polls."""
+        import threading
+
+        if self._sweeper is not None:
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                try:
+                    self.expire_due()
+                except Exception:  # noqa: S112 - a store hiccup; the next round retries
+                    continue
+
+        self._sweeper = (threading.Thread(target=run, name="approvals-expiry", daemon=True), stop)
+        self._sweeper[0].start()
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper[1].set()
+            self._sweeper = None
 
     def on_lifecycle(self, tx: Any, event: str, subject: str, payload: Mapping[str, Any]) -> None:
         """Identity cascade hook (``CombinedCascade``): a suspended or decommissioned agent's

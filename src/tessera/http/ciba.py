@@ -55,6 +55,9 @@ async def backchannel_endpoint(request: Request) -> Response:
 
 
 def install(app: Any) -> None:
+    tessera: Tessera = app.state.tessera
+    app.router.on_startup.append(tessera.approvals.start_sweeper)
+    app.router.on_shutdown.append(tessera.approvals.stop_sweeper)
     app.add_route(
         "/oauth/backchannel", backchannel_endpoint, methods=["POST"], include_in_schema=False
     )
