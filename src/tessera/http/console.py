@@ -61,6 +61,16 @@ def _render(name: str, **ctx: Any) -> str:
     return _env.get_template(name).render(**ctx)
 
 
+def _rp_is_ip(tessera: Tessera) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(tessera.approval_edges.passkeys.rp_id)
+    except ValueError:
+        return False
+    return True
+
+
 def _html(text: str) -> HTMLResponse:
     return HTMLResponse(text, headers=HEADERS)
 
@@ -147,7 +157,15 @@ async def approvals_page(request: Request) -> Response:
     try:
         session = await run_in_threadpool(_session, request)
     except Unauthenticated:
-        return _html(_render("login.html", title="Approvals", page="login", dev_mode=dev))
+        return _html(
+            _render(
+                "login.html",
+                title="Approvals",
+                page="login",
+                dev_mode=dev,
+                rp_is_ip=_rp_is_ip(tessera),
+            )
+        )
     items, sig = await run_in_threadpool(_view, tessera, session)
     return _html(
         _render(
@@ -177,6 +195,7 @@ async def enroll_page(request: Request) -> Response:
             token=token,
             username=user.username,
             dev_mode=tessera.config.dev_mode,
+            rp_is_ip=_rp_is_ip(tessera),
         )
     )
 
