@@ -7,10 +7,8 @@ the second approver's."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +16,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import REQUIRE_SERVICES
-from tests.e2e.test_server_process import TESSERA, _free_port, _start, _stop, _wait_healthy
+from tests.e2e.test_server_process import _free_port, _start, _stop, _wait_healthy
 
+from tessera.app import Tessera, build
+from tessera.config import load_config
+from tessera.policy.bundle import read_bundle_dir
 from tessera.sdk import SessionClient, load_private_jwk
 from tessera.sdk.approvals import poll_approval, request_approval, wait_for_approval
 
@@ -53,8 +54,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", proc)
         srv = {"base": f"http://localhost:{port}", "data": data, "env": env}
-        _cli(srv, "policy", "apply", str(BUNDLE))
+        _local(srv).pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
         yield srv
+        srv["local"].close()
     finally:
         _stop(proc)
 
@@ -69,18 +71,19 @@ def browser(server: dict[str, Any]) -> Iterator[Any]:
         b.close()
 
 
-def _cli(server: dict[str, Any], *args: str) -> str:
-    out = subprocess.run(
-        [TESSERA, *args], env=server["env"], capture_output=True, text=True, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+def _local(server: dict[str, Any]) -> Tessera:
+    """The server's database in process, as the CLI opens it (no subprocess start-up)."""
+    if "local" not in server:
+        server["local"] = build(load_config(server["env"]))
+    return server["local"]  # type: ignore[no-any-return]
 
 
 def _agent(server: dict[str, Any]) -> tuple[SessionClient, str]:
     keys = server["data"] / "demo"
-    agent = json.loads(_cli(server, "agent", "show", "research-assistant", "--json"))
-    op = json.loads(_cli(server, "operator", "list", "--json"))[0]
+    t = _local(server)
+    found = t.identity.get_agent("research-assistant")
+    agent = {"id": found.id, "ceiling": {"models": sorted(found.ceiling.models)}}
+    op = {"id": found.operator_id}
     client = SessionClient(
         server["base"],
         agent["id"],
@@ -120,7 +123,7 @@ def _approver(browser: Any, server: dict[str, Any], user: str) -> Any:
             }
         },
     )
-    url = json.loads(_cli(server, "approvals", "enroll-link", user, "--json"))["url"]
+    url, _ = _local(server).approval_edges.passkeys.enroll_link(user, actor="test")
     page.goto(url)
     page.get_by_role("button", name="Register passkey").click()
     page.wait_for_url("**/console/approvals")
@@ -180,7 +183,7 @@ def test_dual_control_stays_pending_until_the_second_approver(
     assert bob.locator("#status").inner_text().endswith("approved")
     got = wait_for_approval(client, rid, interval=2, deadline=60)
     assert got.status_code == 200, got.text
-    votes = json.loads(_cli(server, "approvals", "show", rid, "--json"))["votes"]
-    assert sorted(v["method"] for v in votes) == ["passkey", "passkey"]
+    votes = _local(server).approvals.get(rid).votes
+    assert sorted(v.method for v in votes) == ["passkey", "passkey"]
     alice.context.close()
     bob.context.close()

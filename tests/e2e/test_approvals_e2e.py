@@ -5,7 +5,6 @@ expiry produce the CIBA errors ``access_denied`` and ``expired_token``."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +16,9 @@ import pytest
 from tests.contract.soft_authenticator import SoftAuthenticator
 from tests.e2e.test_server_process import TESSERA, _free_port, _start, _stop, _wait_healthy
 
+from tessera.app import Tessera, build
+from tessera.config import load_config
+from tessera.policy.bundle import read_bundle_dir
 from tessera.sdk import SessionClient, load_private_jwk
 from tessera.sdk.approvals import poll_approval, request_approval, wait_for_approval
 
@@ -41,7 +43,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     proc = _start(["dev", "up"], env)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", proc)
-        yield {"base": f"http://localhost:{port}", "data": data, "env": env}
+        srv: dict[str, Any] = {"base": f"http://localhost:{port}", "data": data, "env": env}
+        yield srv
+        if "local" in srv:
+            srv["local"].close()
     finally:
         _stop(proc)
 
@@ -54,10 +59,19 @@ def _cli(server: dict[str, Any], *args: str) -> Any:
     return out.stdout
 
 
+def _local(server: dict[str, Any]) -> Tessera:
+    """The server's database in process, as the CLI opens it (no subprocess start-up)."""
+    if "local" not in server:
+        server["local"] = build(load_config(server["env"]))
+    return server["local"]  # type: ignore[no-any-return]
+
+
 def _agent(server: dict[str, Any]) -> tuple[SessionClient, str]:
     keys = server["data"] / "demo"
-    agent = json.loads(_cli(server, "agent", "show", "research-assistant", "--json"))
-    op = json.loads(_cli(server, "operator", "list", "--json"))[0]
+    t = _local(server)
+    found = t.identity.get_agent("research-assistant")
+    agent = {"id": found.id, "ceiling": {"models": sorted(found.ceiling.models)}}
+    op = {"id": found.operator_id}
     client = SessionClient(
         server["base"],
         agent["id"],
@@ -99,10 +113,11 @@ def _evaluate(
 
 def test_approval_flow_over_http(server: dict[str, Any]) -> None:
     base = server["base"]
-    _cli(server, "policy", "apply", str(BUNDLE))
-    key = json.loads(
-        _cli(server, "service", "register", "pep", "--scope", "pdp.evaluate", "--api-key", "--json")
-    )["api_key"]
+    t = _local(server)
+    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+    pep = t.identity.register_service("pep", scopes=["pdp.evaluate"], api_key=True, actor="test")
+    assert pep.value.api_key is not None
+    key = pep.value.api_key.secret
     md = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
     assert md["backchannel_authentication_endpoint"] == f"{base}/oauth/backchannel"
     client, token = _agent(server)
@@ -125,7 +140,7 @@ def test_approval_flow_over_http(server: dict[str, Any]) -> None:
     assert poll_approval(client, rid).json()["error"] == "authorization_pending"
 
     # A human (alice, the agent's owner) enrols a passkey and approves on the console.
-    url = json.loads(_cli(server, "approvals", "enroll-link", "alice", "--json"))["url"]
+    url, _ = _local(server).approval_edges.passkeys.enroll_link("alice", actor="test")
     enroll = url.rsplit("/", 1)[1]
     browser = httpx.Client(base_url=base, timeout=10)
     auth = SoftAuthenticator(base, "localhost")
@@ -183,6 +198,11 @@ def test_approval_flow_over_http(server: dict[str, Any]) -> None:
     assert expired.json()["error"] == "expired_token"
 
     # Every step is in the audit ledger.
-    audit = _cli(server, "audit", "search", "--event-type", "approval.approved", "--json")
+    admin = (server["data"] / "admin-token").read_text().strip()
+    audit = httpx.get(
+        f"{base}/admin/v1/audit",
+        params={"event_type": "approval.approved"},
+        headers={"Authorization": f"Bearer {admin}"},
+    ).text
     assert rid in audit
     assert "publish it" not in audit  # notes and arguments stay out of the event payloads
