@@ -406,3 +406,44 @@ def test_group_webhook_is_notified_of_new_requests(engine: Engine, tmp_path: Pat
     finally:
         rx.close()
         w.http.close()
+
+
+def test_concurrent_redemptions_succeed_exactly_once(w: ApprovalWorld) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = w.session()
+    call = _call(w, token, PUBLISH)
+    ticket = w.t.approvals.request_for_call(call)
+    w.t.approvals.decide(ticket.auth_req_id, w.users["alice"], "approve", "", method="passkey")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda _: w.t.approvals.redeem_for_call(ticket.auth_req_id, call), range(16))
+        )
+    assert results.count(True) == 1
+
+
+def test_concurrent_token_use_succeeds_exactly_once(w: ApprovalWorld) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = w.session()
+    rid = w.backchannel(token, "docs/publish", "7", PUBLISH).json()["auth_req_id"]
+    w.t.approvals.decide(rid, w.users["alice"], "approve", "", method="passkey")
+    one = w.agent.poll(rid).json()["access_token"]
+    ciba = w.t.approval_edges.ciba
+    claims_sid = w.t.approvals.get(rid).session_id
+
+    def use(_: int) -> bool:
+        ok, _why = ciba.redeem_token(
+            one,
+            sid=claims_sid,
+            agent_id=w.agent.client_id,
+            jkt=w.agent.jkt,
+            action="docs/publish",
+            resource={"type": "document", "id": "7"},
+            arguments=PUBLISH,
+        )
+        return ok
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(use, range(16)))
+    assert results.count(True) == 1
