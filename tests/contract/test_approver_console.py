@@ -174,3 +174,15 @@ def test_no_dev_fallback_outside_dev_mode(engine: Engine, tmp_path: Path) -> Non
     r = browser.post("/console/api/dev-login", json={"user_token": "x"}, headers=H)
     assert r.status_code == 403
     w.http.close()
+
+
+def test_expired_console_sessions_and_links_are_purged(w: ApprovalWorld) -> None:
+    from tessera.store.sql_approvals import SqlApprovalRepo
+
+    browser, _ = _enroll(w, "alice")
+    w.t.approval_edges.passkeys.enroll_link("bob", actor="test")
+    assert browser.get("/console/api/approvals").status_code == 200
+    w.clock.advance(days=2)
+    assert browser.get("/console/api/approvals").status_code == 401  # the session expired
+    with w.t.store.write() as tx:
+        assert SqlApprovalRepo(tx.connection).purge_sessions(w.clock.now()) == 3

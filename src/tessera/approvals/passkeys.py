@@ -130,7 +130,7 @@ class Passkeys:
             tx.events.append("approver.enrollment_issued", user.id, {"user": user.id}, actor)
         return f"{self.origin}/console/enroll/{token}", expires
 
-    def _enrolling(self, token: str) -> Any:
+    def enrolling(self, token: str) -> Any:
         with self._store.read() as tx:
             uid = SqlApprovalRepo(tx.connection).enrollment(hash_token(token), self._clock.now())
             user = tx.users.get(uid) if uid else None
@@ -140,7 +140,7 @@ class Passkeys:
 
     def registration_options(self, token: str) -> str:
         """WebAuthn §5.4 creation options (discoverable credential, user verification)."""
-        user = self._enrolling(token)
+        user = self.enrolling(token)
         with self._store.read() as tx:
             existing = SqlApprovalRepo(tx.connection).passkeys_for(user.id)
         options = webauthn.generate_registration_options(
@@ -164,7 +164,7 @@ class Passkeys:
     def register(self, token: str, body: Any) -> str:
         """WebAuthn §7.1: verify the new credential, spend the link, open a session."""
         credential = self._credential(body)
-        user = self._enrolling(token)
+        user = self.enrolling(token)
         challenge = self._client_challenge(credential)
         self._check_nonce(challenge, "register", hash_token(token))
         try:

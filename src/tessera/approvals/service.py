@@ -333,9 +333,14 @@ class ApprovalService:
         stop = threading.Event()
 
         def run() -> None:
+            rounds = 0
             while not stop.wait(every):
+                rounds += 1
                 try:
                     self.expire_due()
+                    if rounds % 120 == 0:  # every ten minutes by default
+                        with self._store.write() as tx:
+                            SqlApprovalRepo(tx.connection).purge_sessions(self._clock.now())
                 except Exception:  # noqa: S112 - a store hiccup; the next round retries
                     continue
 

@@ -184,7 +184,7 @@ async def enroll_page(request: Request) -> Response:
     tessera = _t(request)
     token = request.path_params["token"]
     try:
-        user = await run_in_threadpool(tessera.approval_edges.passkeys._enrolling, token)
+        user = await run_in_threadpool(tessera.approval_edges.passkeys.enrolling, token)
     except TesseraError:
         return _html(_render("base.html", title="Link not valid", page="none"))
     return _html(

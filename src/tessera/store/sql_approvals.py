@@ -382,6 +382,13 @@ class SqlApprovalRepo:
         ).first()
         return None if row is None else (str(row.user_id), str(row.method))
 
+    def purge_sessions(self, now: datetime) -> int:
+        """Forget expired console sessions and spent or expired enrollment links."""
+        t, e = a.approver_sessions, a.approver_enrollments
+        n = self._c.execute(delete(t).where(t.c.expires_at <= now)).rowcount or 0
+        n += self._c.execute(delete(e).where(e.c.expires_at <= now)).rowcount or 0
+        return int(n)
+
     def end_session(self, token_hash: str) -> None:
         t = a.approver_sessions
         self._c.execute(delete(t).where(t.c.token_hash == token_hash))
