@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tessera.approvals.service import ApprovalService
-from tessera.approvals.wiring import ApprovalEdges, build_approvals
+from tessera.approvals.wiring import ApprovalEdges, build_approval_edges
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
 from tessera.clock import Clock, SystemClock
@@ -93,15 +93,13 @@ def build(
     store = SqlStore(engine, clock)
     kek = config.load_kek()
     rebac = RebacService(store, clock)
-    approvals_ref: list[ApprovalService] = []  # built below; the hook runs only later
+    approvals = ApprovalService(store, clock, bundles=None, dev_mode=config.dev_mode)
     identity = IdentityService(
         store,
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
         cascade=CombinedCascade(
-            LifecycleCascade(clock),
-            rebac.on_lifecycle,
-            lambda tx, ev, sub, pl: approvals_ref[0].on_lifecycle(tx, ev, sub, pl),
+            LifecycleCascade(clock), rebac.on_lifecycle, approvals.on_lifecycle
         ),
     )
     keyring = KeyRing(store, clock, kek)
@@ -123,7 +121,8 @@ def build(
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     audit = build_audit(config, clock, engine, keyring)
-    approvals, approval_edges = build_approvals(
+    approval_edges = build_approval_edges(
+        approvals,
         store,
         clock,
         config=config,
@@ -132,22 +131,7 @@ def build(
         tokens=tokens,
         dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
     )
-    approvals_ref.append(approvals)
-    pdp = build_pdp(
-        store,
-        clock,
-        keys=keyring.lookup,
-        issuer=config.issuer,
-        tokens=tokens,
-        rebac=rebac,
-        event_head=EventHead(engine),
-        recorder=AuditDecisionRecorder(audit),
-        user_ref=UsernameOf(store),
-        budgets=SessionBudgets(store),
-    )
-    approvals.bundles = pdp.policies
-    pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
-    return Tessera(
+    t = Tessera(
         config=config,
         clock=clock,
         store=store,
@@ -159,11 +143,25 @@ def build(
         sessions=SessionAuthority(store, clock, keyring, tokens),
         audit=audit,
         rebac=rebac,
-        pdp=pdp,
+        pdp=build_pdp(
+            store,
+            clock,
+            keys=keyring.lookup,
+            issuer=config.issuer,
+            tokens=tokens,
+            rebac=rebac,
+            event_head=EventHead(engine),
+            recorder=AuditDecisionRecorder(audit),
+            user_ref=UsernameOf(store),
+            budgets=SessionBudgets(store),
+        ),
         approvals=approvals,
         approval_edges=approval_edges,
         dev_issuer_key=dev_key,
     )
+    approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
+    t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
+    return t
 
 
 class CombinedCascade:

@@ -1,5 +1,6 @@
-"""Wiring of the approvals part (called once from ``app.build``): the service, the CIBA
-endpoints, passkeys, delivery, and the PDP's one-shot token port."""
+"""Wiring of the approvals part (called once from ``app.build``, after the token service):
+the CIBA endpoints (also the PDP's one-shot token port), passkeys and delivery around the
+``ApprovalService`` that the identity cascade already holds."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class NotificationSeal:
             raise Unavailable(detail="sealed notification token failed authentication") from exc
 
 
-def build_approvals(
+def build_approval_edges(
+    service: ApprovalService,
     store: Any,
     clock: Any,
     *,
@@ -58,8 +60,7 @@ def build_approvals(
     tokens: Any,
     dev_issuers: Any = None,
     background: bool = True,
-) -> tuple[ApprovalService, ApprovalEdges]:
-    service = ApprovalService(store, clock, bundles=None, dev_mode=config.dev_mode)
+) -> ApprovalEdges:
     seal = NotificationSeal(kek)
     ciba = CibaEndpoints(
         service, tokens, keyring, clock, issuer=config.issuer, seal=(seal.seal, seal.open)
@@ -75,4 +76,4 @@ def build_approvals(
         executor=ThreadPoolExecutor(2, thread_name_prefix="approvals") if background else None,
     )
     service.after_commit.append(delivery)
-    return service, ApprovalEdges(ciba, passkeys, delivery, dev_issuers)
+    return ApprovalEdges(ciba, passkeys, delivery, dev_issuers)
