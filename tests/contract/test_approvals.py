@@ -321,7 +321,9 @@ class _Receiver:
         import threading
 
         self.hits: list[tuple[str, dict[str, object]]] = []
+        self.failing = False
         hits = self.hits
+        receiver = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -329,7 +331,7 @@ class _Receiver:
                 hits.append(
                     (self.headers.get("authorization", ""), _json.loads(self.rfile.read(n)))
                 )
-                self.send_response(204)
+                self.send_response(503 if receiver.failing else 204)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -447,3 +449,30 @@ def test_concurrent_token_use_succeeds_exactly_once(w: ApprovalWorld) -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(use, range(16)))
     assert results.count(True) == 1
+
+
+def test_failed_push_is_retried_with_a_fresh_token(engine: Engine, tmp_path: Path) -> None:
+    w = build_world(engine, tmp_path, TESSERA_OUTBOUND_ALLOW_PRIVATE="1")
+    rx = _Receiver()
+    try:
+        w.t.approval_edges.ciba.set_client(w.agent.client_id, "push", rx.url)
+        token = w.session()
+        ack = w.backchannel(token, "docs/publish", "7", PUBLISH, client_notification_token="c")
+        rid = ack.json()["auth_req_id"]
+        rx.failing = True
+        w.t.approvals.decide(rid, w.users["alice"], "approve", "", method="passkey")
+        lost = rx.hits[-1][1]["access_token"]
+        delivery = w.t.approval_edges.delivery
+        assert delivery.retry_undelivered() == 1  # the client answered 503: not delivered
+        rx.failing = False
+        assert delivery.retry_undelivered() == 1
+        fresh = rx.hits[-1][1]["access_token"]
+        assert fresh != lost
+        assert delivery.retry_undelivered() == 0  # delivered now
+        void = w.evaluate(token, "docs/publish", "7", PUBLISH, approval_token=lost)
+        assert void["decision"] is False  # the undelivered token was replaced
+        ok = w.evaluate(token, "docs/publish", "7", PUBLISH, approval_token=fresh)
+        assert ok["decision"] is True
+    finally:
+        rx.close()
+        w.http.close()

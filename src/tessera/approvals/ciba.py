@@ -328,13 +328,19 @@ class CibaEndpoints:
             tx = self._tokens.view(raw)
             repo = SqlApprovalRepo(raw.connection)
             r = repo.get(auth_req_id, for_update=True)
-            if r is None or r.status != "approved" or r.spent or r.expires_at <= now:
+            if r is None or r.status != "approved" or r.redeemed_at is not None:
+                return None
+            if r.expires_at <= now:
                 return None
             rec = tx.sessions.get(r.session_id)
             if rec is None or not self._tokens.session_is_live(tx, rec, now)[0]:
                 return None
             jti, body = self.one_shot(r, rec, now)
-            if not repo.mark_token_issued(r.auth_req_id, jti, now):
+            # A first delivery issues the token; a retried one replaces an undelivered token.
+            if not (
+                repo.mark_token_issued(r.auth_req_id, jti, now)
+                or repo.reissue_token(r.auth_req_id, jti, now)
+            ):
                 return None
         return body
 

@@ -21,6 +21,7 @@ from tessera.outbound import OutboundPolicy, OutboundRefused, check_url
 from tessera.store.sql_approvals import SqlApprovalRepo
 
 log = logging.getLogger("tessera.approvals")
+RETRY_WINDOW: Final = 600.0  # seconds after the decision during which delivery is retried
 FINAL: Final = frozenset(
     {"approval.approved", "approval.denied", "approval.expired", "approval.cancelled"}
 )
@@ -95,10 +96,37 @@ class ApprovalDelivery:
             status = post_json(
                 endpoint, body, self._policy(endpoint), {"Authorization": f"Bearer {token}"}
             )
-            log.info("ciba %s for %s: HTTP %s", req.delivery, req.auth_req_id, status)
-            self.sent.append((req.delivery, req.auth_req_id))
         except OutboundRefused as exc:
             log.warning("ciba %s for %s refused: %s", req.delivery, req.auth_req_id, exc.detail)
+            return
+        log.info("ciba %s for %s: HTTP %s", req.delivery, req.auth_req_id, status)
+        if 200 <= status < 300:
+            with self._store.write() as tx:
+                SqlApprovalRepo(tx.connection).mark_notified(req.auth_req_id, self._now())
+            self.sent.append((req.delivery, req.auth_req_id))
+
+    def _now(self) -> Any:
+        from tessera.clock import SystemClock
+
+        return (self._clock or SystemClock()).now()
+
+    def retry_undelivered(self, window: float = RETRY_WINDOW) -> int:
+        """Deliver again what did not reach the client (the sweeper calls this): a ping is
+        repeated, a push carries a fresh token (the undelivered one is void)."""
+        from datetime import timedelta
+
+        with self._store.read() as tx:
+            due = SqlApprovalRepo(tx.connection).undelivered(
+                self._now() - timedelta(seconds=window)
+            )
+        for req in due:
+            event = {
+                "approved": "approval.approved",
+                "denied": "approval.denied",
+                "expired": "approval.expired",
+            }.get(req.status, "approval.cancelled")
+            self._notify_client(req, event)
+        return len(due)
 
     def _push_body(self, req: ApprovalRequest, event: str) -> dict[str, Any]:
         """CIBA §10.3.1: the token itself, or §12: the error."""

@@ -70,6 +70,7 @@ class ApprovalService:
         self.interval = interval
         self.after_commit: list[AfterCommit] = []
         self._sweeper: tuple[Any, Any] | None = None
+        self.sweep_hooks: list[Callable[[], object]] = []  # e.g. delivery retries
 
     # -- policy --------------------------------------------------------------------------
 
@@ -338,6 +339,8 @@ class ApprovalService:
                 rounds += 1
                 try:
                     self.expire_due()
+                    for hook in self.sweep_hooks:
+                        hook()
                     if rounds % 120 == 0:  # every ten minutes by default
                         with self._store.write() as tx:
                             SqlApprovalRepo(tx.connection).purge_sessions(self._clock.now())

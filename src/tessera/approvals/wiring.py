@@ -74,6 +74,8 @@ def build_approval_edges(
         console_url=f"{config.issuer}/console/approvals",
         groups=lambda: service.policy()[0].groups,
         executor=ThreadPoolExecutor(2, thread_name_prefix="approvals") if background else None,
+        clock=clock,
     )
     service.after_commit.append(delivery)
+    service.sweep_hooks.append(delivery.retry_undelivered)
     return ApprovalEdges(ciba, passkeys, delivery, dev_issuers)

@@ -203,6 +203,43 @@ class SqlApprovalRepo:
         )
         return bool(res.rowcount)
 
+    def reissue_token(self, auth_req_id: str, jti: str, now: datetime) -> bool:
+        """Push mode: a token whose delivery never succeeded is replaced (new jti; the old
+        one can then never be redeemed, since redemption needs the recorded jti)."""
+        t = a.approval_requests
+        res = self._c.execute(
+            update(t)
+            .where(
+                t.c.auth_req_id == auth_req_id,
+                t.c.status == "approved",
+                t.c.redeemed_at.is_(None),
+                t.c.notified_at.is_(None),
+                t.c.expires_at > now,
+            )
+            .values(token_jti=jti, token_issued_at=now)
+        )
+        return bool(res.rowcount)
+
+    def mark_notified(self, auth_req_id: str, now: datetime) -> None:
+        t = a.approval_requests
+        self._c.execute(update(t).where(t.c.auth_req_id == auth_req_id).values(notified_at=now))
+
+    def undelivered(self, since: datetime, limit: int = 100) -> list[ApprovalRequest]:
+        """Decided ping/push requests whose notification has not succeeded yet."""
+        t = a.approval_requests
+        q = (
+            select(t)
+            .where(
+                t.c.delivery.in_(["ping", "push"]),
+                t.c.status != "pending",
+                t.c.notified_at.is_(None),
+                t.c.notify_token.is_not(None),
+                t.c.decided_at > since,
+            )
+            .limit(limit)
+        )
+        return self._hydrate(list(self._c.execute(q)))
+
     def mark_redeemed(self, auth_req_id: str, now: datetime, *, jti: str | None) -> bool:
         """Spend an approved request once: directly (gateway, no token issued yet) or by
         the one-shot token whose jti it recorded."""

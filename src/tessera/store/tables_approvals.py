@@ -54,6 +54,7 @@ approval_requests = Table(
     Column("token_issued_at", DateTime(timezone=True)),
     Column("redeemed_at", DateTime(timezone=True)),
     Column("outcome", String(200)),
+    Column("notified_at", DateTime(timezone=True)),  # ping/push delivered (2xx)
     Index("ix_approval_requests_group", "group_key", "status"),
     Index("ix_approval_requests_agent", "agent_id", "status"),
     Index("ix_approval_requests_status", "status", "expires_at"),

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("token_issued_at", _TS),
         sa.Column("redeemed_at", _TS),
         sa.Column("outcome", sa.String(200)),
+        sa.Column("notified_at", _TS),
     )
     op.create_index("ix_approval_requests_group", "approval_requests", ["group_key", "status"])
     op.create_index("ix_approval_requests_agent", "approval_requests", ["agent_id", "status"])
