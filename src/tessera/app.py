@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from tessera.approvals.service import ApprovalService
+from tessera.approvals.wiring import ApprovalEdges, build_approval_edges
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
 from tessera.behavior.service import BehaviourService
@@ -67,6 +69,8 @@ class Tessera:
     audit: AuditService
     rebac: RebacService
     pdp: PdpService
+    approvals: ApprovalService  # implements tessera.approvals.ports.CallApprovals
+    approval_edges: ApprovalEdges
     dev_issuer_key: SigningKey | None = None
     behaviour: BehaviourService | None = None
 
@@ -94,11 +98,14 @@ def build(
     store = SqlStore(engine, clock)
     kek = config.load_kek()
     rebac = RebacService(store, clock)
+    approvals = ApprovalService(store, clock, bundles=None, dev_mode=config.dev_mode)
     identity = IdentityService(
         store,
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
-        cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle),
+        cascade=CombinedCascade(
+            LifecycleCascade(clock), rebac.on_lifecycle, approvals.on_lifecycle
+        ),
     )
     keyring = KeyRing(store, clock, kek)
     issuers = load_trusted_issuers(
@@ -121,7 +128,17 @@ def build(
     audit = build_audit(config, clock, engine, keyring)
     sessions = SessionAuthority(store, clock, keyring, tokens)
     behaviour, scorer = build_behaviour(config, store, clock, sessions)
-    return Tessera(
+    approval_edges = build_approval_edges(
+        approvals,
+        store,
+        clock,
+        config=config,
+        kek=kek,
+        keyring=keyring,
+        tokens=tokens,
+        dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
+    )
+    t = Tessera(
         config=config,
         clock=clock,
         store=store,
@@ -147,9 +164,14 @@ def build(
             behaviour=scorer,
             observer=scorer,
         ),
+        approvals=approvals,
+        approval_edges=approval_edges,
         dev_issuer_key=dev_key,
         behaviour=behaviour,
     )
+    approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
+    t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
+    return t
 
 
 class CombinedCascade:

@@ -224,6 +224,10 @@ def dev_up(port: Annotated[int | None, typer.Option()] = None) -> None:
     with cli_errors():
         demo = load_demo(_tessera())
     console.print("demo loaded" if demo["loaded"] else "reusing existing data", markup=False)
+    if demo["loaded"]:  # issue 8: alice's first passkey for the approver page
+        with cli_errors():
+            link, _ = _tessera().approval_edges.passkeys.enroll_link("alice", actor="demo")
+        console.print(f"approver passkey enrollment for alice (once, 24 h): {link}", markup=False)
     token_file = config.data_dir / "admin-token"
     console.print(
         f'try: curl -s -H "Authorization: Bearer $(cat {token_file})" '

@@ -646,6 +646,7 @@ def events_list(
 
 def _register_extra_commands() -> None:
     from tessera.cli import (
+        approvals,  # noqa: F401 - registers `approvals` and `dev approval-call`
         audit,  # noqa: F401 - registers the `audit` group
         behavior,  # noqa: F401 - registers the `behavior` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups

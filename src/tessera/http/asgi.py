@@ -105,6 +105,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
     if tessera.behaviour is not None:  # flush learned baselines, findings, events at exit
         app.router.on_shutdown.append(tessera.behaviour.close)
+    __import__("tessera.http.console").http.console.install(app)  # approver console (#8)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -138,7 +139,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
     app.add_middleware(
         RateLimit,
-        prefixes=("/oauth/", "/access/"),
+        prefixes=("/oauth/", "/access/", "/console/api/"),
         rate=float(tessera.config.rate_limit),
         burst=float(2 * tessera.config.rate_limit),
     )

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from tessera.app import Tessera
 from tessera.errors import TesseraError
+from tessera.http import ciba as _ciba
 from tessera.tokens.oauth_errors import OAuthError
 from tessera.tokens.service import CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenRequest
 
@@ -97,7 +98,7 @@ def metadata(tessera: Tessera) -> dict[str, Any]:
         "introspection_endpoint": f"{iss}/oauth/introspect",
         "revocation_endpoint": f"{iss}/oauth/revoke",
         "jwks_uri": f"{iss}/.well-known/jwks.json",
-        "grant_types_supported": [CLIENT_CREDENTIALS, TOKEN_EXCHANGE],
+        "grant_types_supported": [CLIENT_CREDENTIALS, TOKEN_EXCHANGE, _ciba.CIBA_GRANT],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs,
@@ -106,8 +107,9 @@ def metadata(tessera: Tessera) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algs,
         "dpop_signing_alg_values_supported": algs,
-        "authorization_details_types_supported": ["tessera_session"],
+        "authorization_details_types_supported": ["tessera_session", "tessera_approved_call"],
         "code_challenge_methods_supported": [],
+        **_ciba.metadata(tessera),  # CIBA Core 1.0 §4 (issue 8)
     }
 
 
@@ -121,6 +123,9 @@ async def token_endpoint(request: Request) -> Response:
     tessera: Tessera = request.app.state.tessera
     try:
         form, resources = await _read_form(request)
+        if form.get("grant_type") == _ciba.CIBA_GRANT:  # one handler per grant (issue 8)
+            body = await _ciba.ciba_grant(request, form)
+            return JSONResponse(body, headers=_NO_STORE)
         req = TokenRequest(
             form, resources, request.headers.get("authorization"), request.headers.get("dpop")
         )
@@ -169,3 +174,4 @@ def install(app: Any) -> None:
         "/oauth/introspect", introspection_endpoint, methods=["POST"], include_in_schema=False
     )
     app.add_route("/oauth/revoke", revocation_endpoint, methods=["POST"], include_in_schema=False)
+    _ciba.install(app)

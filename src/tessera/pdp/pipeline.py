@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 from tessera.clock import Clock
 from tessera.identity.ceiling import covered_by_any
 from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller, SessionTokenVerifier
+from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
 from tessera.pdp.ports import (
@@ -91,9 +92,12 @@ class DecisionPoint:
         user_ref: Callable[[str], str] | None = None,
         budgets: BudgetLedger | None = None,
         observer: DecisionObserver | None = None,
+        approvals: ApprovalTokenRedeemer | None = None,
     ) -> None:
         self.bundles = bundles
         self.observer = observer
+        # Issue 8: one-shot approval tokens in ``context.approval_token`` (pdp/approval.py).
+        self.approvals = approvals
         # How a user appears in relationship tuples: ``user:<username>`` by default wiring
         # (OpenFGA style); the token names the user by id.
         self.user_ref: Callable[[str], str] = user_ref or (lambda user_id: user_id)
@@ -161,13 +165,27 @@ class DecisionPoint:
             return Decision("deny", r.reasons, decision_id, None, (r,))
         trace: list[StageResult] = []
         agent: AgentSubject | None = None
+        approved: StageResult | None = None
         try:
             agent = self._run(req, caller, active.bundle, trace, memo)
-            if consume and agent is not None and combine(trace)[0] == "allow":
+            if consume and combine(trace)[0] == "approval_required":
+                token_stage = honour_approval_token(self.approvals, req, agent)
+                if token_stage is not None:
+                    trace.append(token_stage)
+                    approved = token_stage if token_stage.outcome == "allow" else None
+            if (
+                consume
+                and agent is not None
+                and (approved is not None or combine(trace)[0] == "allow")
+            ):
                 self._stage(trace, "budget", lambda: self._consume(agent))
         except Exception as exc:  # fail closed: any failure is a deny with its reason
             trace.append(_error("pipeline", exc))
         verdict, reasons = combine(trace)
+        if verdict == "approval_required" and approved is not None:
+            # INVARIANT: only a redeemed one-shot token for exactly this call lifts
+            # approval_required; deny and error stay as they are.
+            verdict, reasons = "allow", approved.reasons
         decision = Decision(verdict, reasons, decision_id, active.version, tuple(trace))
         if consume and self.observer is not None:
             try:  # the observer learns from the decision; it can never change it
@@ -197,6 +215,9 @@ class DecisionPoint:
         risk = self.behaviour_score(req, agent, trace)
         if self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk)) is None:
             return None
+        needs_human = approval_stage(bundle, req, trace, risk)[0]  # issue 8: only tightens
+        if needs_human.outcome != "skip":
+            trace.append(needs_human)
         self._stage(trace, "risk", lambda: self._risk(req, bundle, risk))
         if agent is not None and not any(is_final(s) for s in trace):
             marks = bundle.tools.get(req.action.name)

@@ -22,6 +22,7 @@ Layout (every path relative to the bundle directory)::
     taint: deny                   # deny | approval_required
     scope_types: {document: doc}  # resource document:7 is data scope doc:7 (default: same)
     risk: {approval_at: 50, deny_at: 80}      # risk rules; they only tighten
+    approvals: {rules: [...], groups: {...}}  # human approval (policy/approval_rules.py)
 
 A bundle is stored as the mapping of these file names to their text, so validating a
 directory and loading a stored version are the same code.
@@ -38,6 +39,7 @@ from typing import Any, Final
 
 import yaml
 
+from tessera.policy.approval_rules import ApprovalPolicy, parse_approval_policy
 from tessera.policy.cedar import CedarPolicies, PolicyError, validate_cedar
 from tessera.rebac import AuthorizationModel, ModelError, parse_dsl
 
@@ -84,6 +86,7 @@ class PolicyBundle:
     cedar: CedarPolicies = field(repr=False)
     rebac_model: AuthorizationModel | None = field(repr=False)
     rebac_model_text: str | None = field(repr=False)
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)  # issue 8
 
     @property
     def digest(self) -> str:
@@ -152,6 +155,7 @@ def _manifest(text: str | None, problems: list[str]) -> dict[str, Any]:
         "risk",
         "description",
         "scope_types",
+        "approvals",
     }
     if unknown:
         problems.append(f"{MANIFEST}: unknown keys {sorted(unknown)}")
@@ -248,6 +252,7 @@ def load_bundle(files: Mapping[str, str]) -> PolicyBundle:
     approval_at, deny_at = risk.get("approval_at", 50), risk.get("deny_at", 80)
     if not all(isinstance(v, int) and 0 <= v <= 101 for v in (approval_at, deny_at)):
         problems.append(f"{MANIFEST}: risk thresholds must be integers from 0 to 101")
+    approvals = parse_approval_policy(manifest.get("approvals"), problems)
     cedar: CedarPolicies | None = None
     if not problems:
         try:
@@ -268,4 +273,5 @@ def load_bundle(files: Mapping[str, str]) -> PolicyBundle:
         cedar=cedar,
         rebac_model=model,
         rebac_model_text=model_text,
+        approvals=approvals,
     )

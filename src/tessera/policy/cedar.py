@@ -100,6 +100,15 @@ class CedarPolicies:
     def ids(self) -> tuple[str, ...]:
         return tuple(self._policies)
 
+    def annotation(self, policy_id: str, name: str) -> str | None:
+        """The value of annotation ``@name`` on a policy (e.g. ``@approval``), if any."""
+        pol = self._policies.get(policy_id)
+        value = (pol or {}).get("annotations", {}).get(name)
+        return value if isinstance(value, str) else None
+
+    def is_permit(self, policy_id: str) -> bool:
+        return (self._policies.get(policy_id) or {}).get("effect") == "permit"
+
     def slice_ids(self, action: str, resource_type: str) -> list[str]:
         return [
             pid

@@ -26,6 +26,13 @@ OAuthErrorCode = Literal[
     "invalid_dpop_proof",
     "use_dpop_nonce",
     "unsupported_token_type",
+    # CIBA Core 1.0 §13 (backchannel endpoint) and §11 (token endpoint)
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+    "access_denied",
+    "unknown_user_id",
+    "invalid_binding_message",
 ]
 
 # Status codes at the token endpoint. RFC 6749 §5.2 uses 400 for everything except a failed
@@ -43,6 +50,12 @@ OAUTH_ERROR_STATUS: Final[dict[str, int]] = {
     "invalid_dpop_proof": 400,
     "use_dpop_nonce": 400,
     "unsupported_token_type": 400,  # RFC 7009 §2.2.1
+    "authorization_pending": 400,
+    "slow_down": 400,
+    "expired_token": 400,
+    "access_denied": 400,  # CIBA §11; the backchannel endpoint answers 403 (§13)
+    "unknown_user_id": 400,
+    "invalid_binding_message": 400,
 }
 
 _DEFAULT_DESCRIPTION: Final[dict[str, str]] = {
@@ -57,6 +70,12 @@ _DEFAULT_DESCRIPTION: Final[dict[str, str]] = {
     "invalid_dpop_proof": "The DPoP proof is invalid",
     "use_dpop_nonce": "A DPoP nonce is required",
     "unsupported_token_type": "The token type is not supported",
+    "authorization_pending": "The approval is still pending",
+    "slow_down": "Poll less often",
+    "expired_token": "The approval request has expired",
+    "access_denied": "The request was denied",
+    "unknown_user_id": "The hint does not name an approver of this request",
+    "invalid_binding_message": "The binding message is invalid",
 }
 
 MAX_DESCRIPTION_LENGTH: Final = 300
