@@ -66,6 +66,7 @@ class Tessera:
     rebac: RebacService
     pdp: PdpService
     dev_issuer_key: SigningKey | None = None
+    gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -114,7 +115,7 @@ def build(
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     audit = build_audit(config, clock, engine, keyring)
-    return Tessera(
+    app = Tessera(
         config=config,
         clock=clock,
         store=store,
@@ -140,6 +141,11 @@ def build(
         ),
         dev_issuer_key=dev_key,
     )
+    # MCP gateway (issue 9): session taint durable in the store and shared by every node.
+    from tessera.gateway.wiring import durable_taint
+
+    app.pdp.point.taint = durable_taint(app)
+    return app
 
 
 class CombinedCascade:

@@ -41,6 +41,7 @@ class Config:
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
     outbound_allow_private: bool = False
+    gateway_config_file: Path | None = None  # MCP gateway (issue 9): mounts /mcp/<server>
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,6 +144,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
         outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
+        gateway_config_file=_path(env, "TESSERA_GATEWAY_CONFIG"),
     )
 
 

@@ -648,6 +648,7 @@ def _register_extra_commands() -> None:
     from tessera.cli import (
         audit,  # noqa: F401 - registers the `audit` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups
+        gateway,  # noqa: F401 - registers `gateway` (the MCP gateway)
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
         rebac,  # noqa: F401 - registers the `rebac` group
         sessions,  # noqa: F401 - registers `session`, dev token helpers

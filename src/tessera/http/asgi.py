@@ -103,6 +103,11 @@ def create_app(tessera: Tessera) -> FastAPI:
     audit.install(app, tessera)
     oauth.install(app)
     __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
+    if tessera.config.gateway_config_file is not None or tessera.gateway is not None:
+        from tessera.gateway.wiring import attach_gateway  # MCP gateway: /mcp/<server>
+        from tessera.http import gateway
+
+        gateway.install(app, attach_gateway(tessera))
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
