@@ -1,8 +1,8 @@
 """A real upstream MCP server (the official SDK's ``MCPServer``) for the gateway tests and
 the benchmark: ``python -m tests.e2e.mcp_upstream PORT SEEN_FILE [json]``.
 
-It appends every ``Authorization`` header it receives to SEEN_FILE, so a test can prove the
-agent's token never reaches it.
+It appends ``<method> <Authorization header>`` of every request to SEEN_FILE, so a test can
+prove the agent's token never reaches it (and see which transport requests arrived).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def build(seen: Path, *, json_response: bool = False) -> ASGIApp:
             for name, value in scope.get("headers", []):
                 if name == b"authorization":
                     with seen.open("a") as fh:
-                        fh.write(value.decode("latin-1") + "\n")
+                        fh.write(f"{scope['method']} {value.decode('latin-1')}\n")
         await app(scope, receive, send)
 
     return recorder

@@ -131,9 +131,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         _wait_healthy(base, server)
         _wait_upstream(up_port, upstream)
-        yield World(
-            base, f"{base}/mcp/tools", env, t, seen, operator, op_key, bearer, dpop
-        )
+        yield World(base, f"{base}/mcp/tools", env, t, seen, operator, op_key, bearer, dpop)
     finally:
         out = _stop(server)
         _stop(upstream)
@@ -257,14 +255,19 @@ def test_a_dpop_agent_cannot_use_a_bearer_header(world: World) -> None:
 
 
 def test_scenario(world: World, agent: Agent) -> None:
-    asyncio.run(_scenario(world, agent))
+    jwks = httpx.get(f"{world.base}/.well-known/jwks.json").json()
+    asyncio.run(_scenario(world, agent, JwksKeys.from_jwks(jwks)))
 
 
-async def _scenario(w: World, agent: Agent) -> None:
+async def _scenario(w: World, agent: Agent, tessera_keys: JwksKeys) -> None:
     source = _source(w, agent)
     token = source.token()
     http = _http_client(w, agent, source)
-    async with http, Client(streamable_http_client(w.resource, http_client=http)) as client:
+    # The stock client speaks the session-based handshake (initialize, Mcp-Session-Id, SSE
+    # answers, the GET stream, DELETE at the end); the SDK client the stateless 2026 protocol.
+    mode = "legacy" if agent.dpop is None else "auto"
+    transport = streamable_http_client(w.resource, http_client=http)
+    async with http, Client(transport, mode=mode) as client:
         listed = {t.name for t in (await client.list_tools()).tools}
         assert listed == {"read_file", "send_email", "fetch_url"}  # delete_records is absent
 
@@ -281,7 +284,9 @@ async def _scenario(w: World, agent: Agent) -> None:
 
         outside = _error(await _call(client, "read_file", {"path": "/etc/shadow"}))
         assert (outside["code"], outside["reason"]) == (-32001, "no_permit")
-        mail_out = _error(await _call(client, "send_email", {"to": "eve@evil.example", "body": "x"}))
+        mail_out = _error(
+            await _call(client, "send_email", {"to": "eve@evil.example", "body": "x"})
+        )
         assert mail_out["reason"] == "no_permit"
         mail_in = await _call(client, "send_email", {"to": "bob@example.com", "body": "hi"})
         assert mail_in.content[0].text == "sent to bob@example.com"
@@ -298,10 +303,10 @@ async def _scenario(w: World, agent: Agent) -> None:
         seen = w.seen.read_text().splitlines()
         assert seen
         assert not any(token in line for line in seen)
-        upstream_token = seen[-1].removeprefix("Bearer ")
+        upstream_token = seen[-1].split(" ", 2)[2]
         claims = verify_jwt(
             upstream_token,
-            keys=JwksKeys.from_jwks(httpx.get(f"{w.base}/.well-known/jwks.json").json()),
+            keys=tessera_keys,
             algorithms=("ES256",),
             typ="at+jwt",
             issuer=w.base,
@@ -310,6 +315,8 @@ async def _scenario(w: World, agent: Agent) -> None:
         ).claims
         assert claims["act"]["act"]["sub"] == agent.id  # gateway, then the agent
         assert claims["sid"] == _sid(token)
+        if mode == "legacy":  # the session's server-to-client stream went through the gateway
+            assert any(line.startswith("GET ") for line in seen)
 
         # Revocation mid-session: the next message with the revoked token is refused.
         w.tessera.sessions.revoke_session(_sid(token), "test", actor="test")
@@ -321,7 +328,7 @@ async def _scenario(w: World, agent: Agent) -> None:
         else:  # the SDK was told invalid_token and started a new session for the retry
             assert source.token() != token
             assert not cut.is_error
-            last = w.seen.read_text().splitlines()[-1].removeprefix("Bearer ")
+            last = w.seen.read_text().splitlines()[-1].split(" ", 2)[2]
             assert _sid(last) == _sid(source.token()) != _sid(token)
 
 
@@ -332,11 +339,15 @@ def test_budget_runs_out(world: World, agent: Agent) -> None:
 async def _budget(w: World, agent: Agent) -> None:
     source = _source(w, agent, tool_calls=2)
     http = _http_client(w, agent, source)
-    async with http, Client(streamable_http_client(w.resource, http_client=http)) as client:
+    mode = "legacy" if agent.dpop is None else "auto"
+    deletes = w.seen.read_text().count("DELETE ")
+    async with http, Client(streamable_http_client(w.resource, http_client=http), mode=mode) as c:
         for _ in range(2):
-            assert not (await _call(client, "read_file", {"path": "/srv/public/a"})).is_error
-        spent = _error(await _call(client, "read_file", {"path": "/srv/public/a"}))
+            assert not (await _call(c, "read_file", {"path": "/srv/public/a"})).is_error
+        spent = _error(await _call(c, "read_file", {"path": "/srv/public/a"}))
         assert spent["reason"] == "budget_exhausted"
+    if mode == "legacy":  # closing the client ended its upstream session through the gateway
+        assert w.seen.read_text().count("DELETE ") == deletes + 1
 
 
 def test_every_call_is_in_the_audit_ledger(world: World) -> None:

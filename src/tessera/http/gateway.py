@@ -387,28 +387,33 @@ async def _forward(
     if resp.status_code == 202 or (msg_id is None and resp.status_code < 300):
         await resp.aclose()
         return Response(b"", 202 if resp.status_code == 202 else resp.status_code, headers=back)
+    if ctype == _JSON and msg_id is not None and resp.status_code < 500:
+        # One JSON-RPC message; an error answer may come with a 4xx status (it is the
+        # upstream's answer to an allowed request, so it is relayed with its status).
+        try:
+            message = json.loads(await _read_limited(resp))
+        except (ValueError, UnicodeDecodeError, httpx.HTTPError):
+            message = None
+        finally:
+            await resp.aclose()
+        if isinstance(message, dict) and message.get("id") == msg_id:
+            message = await _transform(gw, up, adm, rpc_method, msg_id, message, request)
+            return Response(dumps(message), resp.status_code, headers=back, media_type=_JSON)
+        await _failed(gw, adm, request, f"bad_response_{resp.status_code}")
+        if resp.status_code == 404 and upstream_sid:
+            return _rpc(rpc_error(msg_id, INVALID_REQUEST, "session expired"), 404)
+        return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server failed"), 502)
     if resp.status_code == 404 and upstream_sid:
         await resp.aclose()
         await _failed(gw, adm, request, "session_expired")
         return _rpc(rpc_error(msg_id, INVALID_REQUEST, "session expired"), 404)
-    if resp.status_code >= 300 or ctype not in (_JSON, _SSE):
+    if resp.status_code >= 300 or ctype != _SSE:
         await resp.aclose()
         log.warning("gateway: upstream %s answered %s", up.name, resp.status_code)
         await _failed(gw, adm, request, f"http_{resp.status_code}")
         if msg_id is None:
             return Response(b"", 502)
         return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server failed"), 502)
-    if ctype == _JSON:
-        try:
-            body = await _read_limited(resp)
-            message = json.loads(body)
-        except (ValueError, UnicodeDecodeError, httpx.HTTPError):
-            await _failed(gw, adm, request, "bad_response")
-            return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server failed"), 502)
-        finally:
-            await resp.aclose()
-        message = await _transform(gw, up, adm, rpc_method, msg_id, message, request)
-        return Response(dumps(message), 200, headers=back, media_type=_JSON)
     return StreamingResponse(
         _relay(gw, up, adm, resp, rpc_method, msg_id, request),
         200,
