@@ -44,6 +44,7 @@ class Admission:
     invalid_params: str | None = None
     credential: tuple[str, str] | None = None  # (header, value) for the upstream
     credential_jti: str | None = None
+    evidence: Any = None  # the asyncio task writing the allow record (see http.gateway)
 
 
 class McpGateway:

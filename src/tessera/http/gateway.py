@@ -293,10 +293,20 @@ async def _enforce(
         if not await _record(gw, adm, verdict.verdict, request):
             return _rpc(rpc_error(msg_id, INTERNAL_ERROR, "the call cannot be recorded"))
         return _denied(msg_id, verdict)
-    if not await _record(gw, adm, "allow", request):
-        await _release(gw, adm)
-        return _rpc(rpc_error(msg_id, INTERNAL_ERROR, "the call cannot be recorded"))
+    # The allow record is written while the upstream works; the agent gets no answer before
+    # it is durable (decisions.md 45), and a ledger failure turns the answer into an error.
+    adm.evidence = asyncio.ensure_future(_record(gw, adm, "allow", request))
     return None
+
+
+async def _evidence(adm: Admission) -> bool:
+    """Wait for the allow record of this call, if one is being written."""
+    task = adm.evidence
+    return True if task is None else bool(await task)
+
+
+def _unrecorded(msg_id: Any) -> Response:
+    return _rpc(rpc_error(msg_id, INTERNAL_ERROR, "the call cannot be recorded"), 503)
 
 
 async def _approval(
@@ -398,6 +408,8 @@ async def _forward(
             await resp.aclose()
         if isinstance(message, dict) and message.get("id") == msg_id:
             message = await _transform(gw, up, adm, rpc_method, msg_id, message, request)
+            if not await _evidence(adm):
+                return _unrecorded(msg_id)
             return Response(dumps(message), resp.status_code, headers=back, media_type=_JSON)
         await _failed(gw, adm, request, f"bad_response_{resp.status_code}")
         if resp.status_code == 404 and upstream_sid:
@@ -437,6 +449,7 @@ async def _failed(gw: McpGateway, adm: Admission, request: Request, why: str) ->
     """An allowed call did not run: release its reservation and say so in the ledger."""
     if adm.verdict is None or adm.call is None:
         return
+    await _evidence(adm)
     await _release(gw, adm)
     await _record(gw, adm, "not_executed", request, upstream=why)
 
@@ -482,6 +495,11 @@ async def _relay(
     request: Request,
 ) -> AsyncIterator[bytes]:
     answered = False
+    if not await _evidence(adm):
+        await resp.aclose()
+        answered = True  # the call ran; only its evidence failed
+        yield SseEvent().encode(dumps(rpc_error(msg_id, INTERNAL_ERROR, "unrecorded")).decode())
+        return
     try:
         async for event in sse_events(resp.aiter_raw()):
             data = "\n".join(event.data)
