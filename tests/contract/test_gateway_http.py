@@ -29,7 +29,8 @@ from tessera.gateway.ports import ApprovalTicket, CallToApprove
 from tessera.gateway.wiring import build_gateway
 from tessera.http.asgi import create_app
 from tessera.policy.bundle import read_bundle_dir
-from tessera.sdk import SessionClient
+from tessera.sdk import GatewayAuth, SessionClient, SessionTokenSource
+from tessera.sdk.mcp_auth import httpx2_auth
 from tessera.tokens.peek import unverified_claim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -409,3 +410,41 @@ def test_static_upstream_credentials(
     last = upstream[1].read_text().splitlines()[-1]
     assert last == "POST Bearer static-upstream-key"
     assert token not in upstream[1].read_text()
+
+
+def test_sdk_auth_follows_nonces_and_renews_a_refused_token(
+    tmp_path: Path, upstream: tuple[str, Path]
+) -> None:
+    """``tessera.sdk.GatewayAuth``: RFC 9449 §8 nonce retry; a new session on invalid_token."""
+    config = make_config(tmp_path, TESSERA_DPOP_NONCES="1")
+    initialise(config, clock=SystemClock())
+    t = build(config, clock=SystemClock())
+    gw = _setup(t, tmp_path, upstream[0])
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {"_meta": META},
+    }
+    headers = {**ACCEPT, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/list"}
+    with gw.http:
+        client = SessionClient(t.config.issuer, gw.agent, gw.key, gw.dpop)
+        client.http = gw.http
+        source = SessionTokenSource(
+            client,
+            resource=gw.resource,
+            details={"type": "tessera_session", "tools": ["tools/*"]},
+            attestation=lambda: client.attest(gw.op_key, gw.op_id, DIGEST),
+        )
+        auth = httpx2_auth(GatewayAuth(source, dpop_key=gw.dpop))  # the test client's httpx2
+        bare = gw.http.post("/mcp/tools", json=body, headers=headers, auth=None)
+        assert bare.status_code == 401
+        r = gw.http.post("/mcp/tools", json=body, headers=headers, auth=auth)
+        assert r.status_code == 200, r.text  # after one use_dpop_nonce round
+        assert "result" in r.json()
+        first = source.token()
+        t.sessions.revoke_session(str(unverified_claim(first, "sid")), "test", actor="test")
+        r = gw.http.post("/mcp/tools", json=body, headers=headers, auth=auth)
+        assert r.status_code == 200, r.text
+        assert source.token() != first
+    t.close()

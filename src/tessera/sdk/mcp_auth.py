@@ -202,9 +202,9 @@ class GatewayAuth(httpx.Auth):
         return self.flow.async_flow(request)
 
 
-def mcp_http_client(auth: GatewayAuth, **kwargs: Any) -> Any:
-    """An ``httpx2.AsyncClient`` (the HTTP client of the official ``mcp`` SDK) that
-    authenticates like ``auth``. Needs the ``mcp`` package."""
+def httpx2_auth(auth: GatewayAuth) -> Any:
+    """The same flow as an ``httpx2.Auth`` (the HTTP client of the official ``mcp`` SDK and
+    of Starlette's test client). Needs the ``mcp`` package (it brings ``httpx2``)."""
     import httpx2
 
     flow = auth.flow
@@ -220,8 +220,22 @@ def mcp_http_client(auth: GatewayAuth, **kwargs: Any) -> Any:
         ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
             return flow.async_flow(request)
 
+    return _Auth()
+
+
+def mcp_http_client(auth: GatewayAuth, **kwargs: Any) -> Any:
+    """An ``httpx2.AsyncClient`` for ``mcp.client.streamable_http.streamable_http_client``
+    that authenticates like ``auth``."""
+    import httpx2
+
     kwargs.setdefault("timeout", httpx2.Timeout(30.0, read=300.0))
-    return httpx2.AsyncClient(auth=_Auth(), **kwargs)
+    return httpx2.AsyncClient(auth=httpx2_auth(auth), **kwargs)
 
 
-__all__ = ["GatewayAuth", "SessionRefused", "SessionTokenSource", "mcp_http_client"]
+__all__ = [
+    "GatewayAuth",
+    "SessionRefused",
+    "SessionTokenSource",
+    "httpx2_auth",
+    "mcp_http_client",
+]
