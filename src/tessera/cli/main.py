@@ -145,9 +145,11 @@ def serve(
 
     config = _config()
     tessera = _tessera()
+    with cli_errors():  # e.g. TESSERA_GATEWAY_CONFIG naming an unregistered service
+        asgi = create_app(tessera)
     console.print(f"serving on http://{host or config.host}:{port or config.port}", markup=False)
     uvicorn.run(
-        create_app(tessera),
+        asgi,
         host=host or config.host,
         port=port or config.port,
         log_level="info",

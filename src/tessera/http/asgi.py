@@ -108,6 +108,8 @@ def create_app(tessera: Tessera) -> FastAPI:
         from tessera.http import gateway
 
         gateway.install(app, attach_gateway(tessera))
+    if tessera.config.dev_mode:  # the demo's upstream MCP server (examples/gateway)
+        __import__("tessera.http.demo_upstream").http.demo_upstream.install(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
