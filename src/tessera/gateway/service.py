@@ -182,13 +182,24 @@ def replay_once(store: Any) -> Callable[[str, datetime], bool]:
 
 class AgentDpopPolicy:
     """Does the agent's ceiling require DPoP right now? Read through the token service's
-    identity cache (memory first, fed by the event log)."""
+    identity cache and remembered until the event log moves (every ceiling or lifecycle
+    change appends an event, decisions.md 3-4)."""
 
-    def __init__(self, store: Any, tokens: Any) -> None:
+    def __init__(self, store: Any, tokens: Any, event_head: Callable[[], int]) -> None:
         self._store = store
         self._tokens = tokens
+        self._head = event_head
+        self._cache: dict[str, tuple[int, bool]] = {}
 
     def __call__(self, agent_id: str) -> bool:
+        head = self._head()
+        hit = self._cache.get(agent_id)
+        if hit is not None and hit[0] == head:
+            return hit[1]
         with self._store.read() as raw:
             agent = self._tokens.view(raw).agents.get(agent_id)
-        return True if agent is None else bool(agent.ceiling.dpop_required)
+        required = True if agent is None else bool(agent.ceiling.dpop_required)
+        if len(self._cache) >= 10_000:
+            self._cache.clear()
+        self._cache[agent_id] = (head, required)
+        return required

@@ -41,11 +41,12 @@ def build_gateway(app: Any, path: Path) -> McpGateway:
         )
     kek = app.config.load_kek()
     session_key = hmac.new(kek, b"tessera mcp session v1", hashlib.sha256).digest()
+    head = EventHead(app.store.engine)
     guard = ResourceGuard(
         app.pdp.point.agents,
         now=app.clock.timestamp,
         use_jti_once=replay_once(app.store),
-        dpop_required=AgentDpopPolicy(app.store, app.tokens),
+        dpop_required=AgentDpopPolicy(app.store, app.tokens, head),
         nonces=app.tokens.nonces,
     )
     return McpGateway(
@@ -63,7 +64,7 @@ def build_gateway(app: Any, path: Path) -> McpGateway:
         audit=app.audit,
         # The approval service (#8) implements the same CallApprovals shape.
         approvals=getattr(app, "approvals", None),
-        liveness=StoredLiveness(app.store, app.clock, app.tokens, EventHead(app.store.engine)),
+        liveness=StoredLiveness(app.store, app.clock, app.tokens, head),
         token_endpoint=app.tokens.token_endpoint,
     )
 
