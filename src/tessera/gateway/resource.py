@@ -97,7 +97,7 @@ class ResourceGuard:
         self._now = now
         self._use_jti_once = use_jti_once
         self._dpop_required = dpop_required
-        self._nonces = nonces
+        self.nonces = nonces
 
     def authenticate(
         self, method: str, resource: str, headers: Mapping[str, str], caller: Caller
@@ -121,7 +121,7 @@ class ResourceGuard:
                     htm=method,
                     htu=resource,
                     now=now,
-                    nonces=self._nonces,
+                    nonces=self.nonces,
                     use_jti_once=self._use_jti_once,
                     access_token=token,
                 )

@@ -98,7 +98,7 @@ def _unauthorized(gw: McpGateway, server: str, err: Unauthorized) -> Response:
     for name, value in headers:
         resp.headers.append(name, value)
     if err.error == "use_dpop_nonce":
-        nonces = getattr(gw.guard, "_nonces", None)
+        nonces = gw.guard.nonces
         if nonces is not None:
             resp.headers["DPoP-Nonce"] = nonces.issue(time.time())
     return resp
