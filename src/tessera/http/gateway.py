@@ -222,20 +222,21 @@ async def _post(
         return _rpc(rpc_error(None, INVALID_REQUEST, "not a JSON-RPC 2.0 message"), 400)
     valid, upstream_sid = _upstream_session(gw, server, adm, headers)
     if not valid:
-        await _release(gw, adm)
+        await _failed(gw, adm, request, "unknown_session")
         return _rpc(rpc_error(msg.get("id"), INVALID_REQUEST, "unknown session"), 404)
     is_request = "id" in msg and isinstance(rpc_method, str)
     if not is_request:  # a notification, or the client's answer to a server request
         return await _forward(gw, up, adm, headers, upstream_sid, raw, None, None, request)
     msg_id = msg["id"]
     if headers.get("mcp-method") not in (None, rpc_method):
+        await _failed(gw, adm, request, "mcp_method_mismatch")
         return _rpc(rpc_error(msg_id, INVALID_REQUEST, "Mcp-Method does not match the body"), 400)
     if adm.invalid_params is not None:
         return _rpc(rpc_error(msg_id, INVALID_PARAMS, adm.invalid_params))
     if adm.verdict is not None and adm.call is not None:
         name_header = headers.get("mcp-name")
         if name_header is not None and name_header != adm.call.name:
-            await _release(gw, adm)
+            await _failed(gw, adm, request, "mcp_name_mismatch")
             return _rpc(rpc_error(msg_id, INVALID_REQUEST, "Mcp-Name does not match the body"), 400)
         refused = await _enforce(gw, up, adm, msg_id, request)
         if refused is not None:
@@ -451,7 +452,10 @@ async def _failed(gw: McpGateway, adm: Admission, request: Request, why: str) ->
         return
     await _evidence(adm)
     await _release(gw, adm)
-    await _record(gw, adm, "not_executed", request, upstream=why)
+    allowed = adm.verdict.decision.allowed
+    await _record(
+        gw, adm, "not_executed" if allowed else adm.verdict.verdict, request, upstream=why
+    )
 
 
 async def _transform(
