@@ -266,6 +266,9 @@ def test_json_rpc_errors(gw: Gw) -> None:
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32700)
     r = gw.post(token, [{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}])
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32600)
+    sneaky = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read_file"}}
+    r = gw.post(token, sneaky)  # no id: a "notification" that would skip the decision
+    assert (r.status_code, r.json()["error"]["code"]) == (400, -32600)
     r = gw.post(token, {"jsonrpc": "2.0", "id": 2, "method": "tasks/cancel", "params": {}})
     assert r.json()["error"]["code"] == -32601  # unknown methods are refused, not relayed
     r = gw.post(token, {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": []})

@@ -226,6 +226,14 @@ async def _post(
         return _rpc(rpc_error(msg.get("id"), INVALID_REQUEST, "unknown session"), 404)
     is_request = "id" in msg and isinstance(rpc_method, str)
     if not is_request:  # a notification, or the client's answer to a server request
+        if "method" in msg and not (
+            isinstance(rpc_method, str) and rpc_method.startswith("notifications/")
+        ):
+            # INVARIANT: nothing undecided reaches the upstream: a "tools/call" sent as a
+            # notification (no id) would otherwise bypass the decision.
+            return _rpc(rpc_error(None, INVALID_REQUEST, "only notifications/* may omit id"), 400)
+        if "method" not in msg and not ("id" in msg and ("result" in msg or "error" in msg)):
+            return _rpc(rpc_error(None, INVALID_REQUEST, "not a JSON-RPC 2.0 message"), 400)
         return await _forward(gw, up, adm, headers, upstream_sid, raw, None, None, request)
     msg_id = msg["id"]
     if headers.get("mcp-method") not in (None, rpc_method):
