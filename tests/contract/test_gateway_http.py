@@ -262,6 +262,12 @@ def test_dpop_proofs_bind_method_uri_and_token(gw: Gw) -> None:
 
 def test_json_rpc_errors(gw: Gw) -> None:
     token = gw.token()
+    evil = gw.post(
+        token,
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert evil.status_code == 403  # DNS rebinding guard (MCP transports)
     r = gw.post(token, b"{not json")
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32700)
     r = gw.post(token, [{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}])

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.concurrency import run_in_threadpool
@@ -120,6 +121,10 @@ async def mcp_endpoint(request: Request) -> Response:
     if up is None:
         return JSONResponse({"error": "not_found"}, 404)
     headers = {k.lower(): v for k, v in request.headers.items()}
+    origin = headers.get("origin")
+    if origin is not None and origin.rstrip("/") != _origin(gw.base_url):
+        # MCP transports, security warning: validate Origin against DNS rebinding.
+        return JSONResponse({"error": "forbidden_origin"}, 403)
     if request.method == "POST":
         return await _post(gw, up, request, headers)
     try:
@@ -132,6 +137,11 @@ async def mcp_endpoint(request: Request) -> Response:
     if request.method == "DELETE":
         return await _delete(gw, up, adm, upstream_sid)
     return await _get(gw, up, adm, headers, upstream_sid)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _upstream_session(
