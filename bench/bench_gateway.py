@@ -203,6 +203,7 @@ def run(quick: bool) -> list[Row]:
             _wait(f"http://127.0.0.1:{up_port}/mcp", upstream)
             _wait(f"{base}/healthz", gateway)
             rows = _measure(base, f"http://127.0.0.1:{up_port}/mcp", agents, n)
+            rows += _in_process(env, cfg, base, agents, n)
         finally:
             for proc in (gateway, upstream):
                 proc.terminate()
@@ -281,3 +282,50 @@ def _session(base: str, agent: Any, operator: tuple[Any, str]) -> str:
     if r.status_code != 200:
         raise RuntimeError(r.text)
     return str(r.json()["access_token"])
+
+
+def _in_process(
+    env: dict[str, str], cfg: Path, base: str, agents: dict[str, Any], n: int
+) -> list[Row]:
+    """The gateway's own synchronous work per tools/call, without HTTP: authentication (bearer,
+    token cache warm), the decision with its budget reservation and the upstream token;
+    and the audit record of the call (group commit, one caller)."""
+    from harness import time_each
+
+    from tessera.app import build
+    from tessera.config import load_config
+    from tessera.gateway.authorize import CallRequest, call_record
+    from tessera.gateway.wiring import build_gateway
+
+    t = build(load_config(env))
+    try:
+        gw = build_gateway(t, cfg)
+        token = _session(base, agents["bearer-agent"], agents["operator"])
+        headers = {"authorization": f"Bearer {token}"}
+        params = {"name": "read_file", "arguments": {"path": "/srv/public/a.txt"}}
+        admit = time_each(lambda: gw.admit("POST", "tools", headers, "tools/call", params), n)
+        adm = gw.admit("POST", "tools", headers, "tools/call", params)
+        assert adm.verdict is not None and adm.verdict.decision.allowed
+        auth = time_each(
+            lambda: gw.guard.authenticate(
+                "POST", gw.resource_uri("tools"), headers, gw.caller("tools")
+            ),
+            n,
+        )
+        call = CallRequest("tools", "tools/call", "read_file", params["arguments"])
+        entry = call_record(
+            call=call,
+            agent=adm.auth.agent,
+            verdict=adm.verdict,
+            outcome="allow",
+            service_id=gw.service_id,
+            request_id=None,
+        )
+        record = time_each(lambda: t.audit.record(entry), max(50, n // 4))
+    finally:
+        t.close()
+    return [
+        _row("in-process: authenticate (bearer, cached token)", auth, ""),
+        _row("in-process: admit tools/call (auth + decision + reserve)", admit, ""),
+        _row("in-process: gateway.call audit record (durable)", record, "overlaps upstream"),
+    ]

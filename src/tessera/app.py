@@ -67,6 +67,7 @@ class Tessera:
     pdp: PdpService
     dev_issuer_key: SigningKey | None = None
     gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
+    event_head: Any = None  # the one EventHead (a driver connection per thread) of this node
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -134,7 +135,7 @@ def build(
             issuer=config.issuer,
             tokens=tokens,
             rebac=rebac,
-            event_head=EventHead(engine),
+            event_head=(event_head := EventHead(engine)),
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
             budgets=SessionBudgets(store),
@@ -144,6 +145,7 @@ def build(
     # MCP gateway (issue 9): session taint durable in the store and shared by every node.
     from tessera.gateway.wiring import durable_taint
 
+    app.event_head = event_head
     app.pdp.point.taint = durable_taint(app)
     return app
 

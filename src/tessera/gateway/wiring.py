@@ -22,9 +22,17 @@ from tessera.tokens.upstream import UpstreamTokenExchange
 GATEWAY_SCOPE: Final = "pdp.evaluate"
 
 
+def _head(app: Any) -> Any:
+    """The node's one ``EventHead``: it keeps a driver connection per thread, so every user
+    must share it or the pool runs dry."""
+    if app.event_head is None:
+        app.event_head = EventHead(app.store.engine)
+    return app.event_head
+
+
 def durable_taint(app: Any) -> SqlSessionTaint:
     """``SessionTaint`` over the store (replaces the node-local ``MemoryTaint``)."""
-    return SqlSessionTaint(app.store, EventHead(app.store.engine))
+    return SqlSessionTaint(app.store, _head(app))
 
 
 def build_gateway(app: Any, path: Path) -> McpGateway:
@@ -41,7 +49,7 @@ def build_gateway(app: Any, path: Path) -> McpGateway:
         )
     kek = app.config.load_kek()
     session_key = hmac.new(kek, b"tessera mcp session v1", hashlib.sha256).digest()
-    head = EventHead(app.store.engine)
+    head = _head(app)
     guard = ResourceGuard(
         app.pdp.point.agents,
         now=app.clock.timestamp,

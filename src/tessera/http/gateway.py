@@ -105,6 +105,12 @@ def _unauthorized(gw: McpGateway, server: str, err: Unauthorized) -> Response:
     return resp
 
 
+def _unavailable(exc: Exception, msg_id: Any) -> Response:
+    log.warning("gateway: cannot decide now: %s", getattr(exc, "message", type(exc).__name__))
+    body = rpc_error(msg_id, INTERNAL_ERROR, "the gateway cannot decide right now")
+    return _rpc(body, 503, headers={"Retry-After": "1"})
+
+
 async def metadata(request: Request) -> Response:
     """RFC 9728 §3: ``GET /.well-known/oauth-protected-resource/mcp/<server>``."""
     gw = _gateway(request)
@@ -131,6 +137,8 @@ async def mcp_endpoint(request: Request) -> Response:
         adm = await run_in_threadpool(gw.admit, request.method, server, headers, None, None)
     except Unauthorized as err:
         return _unauthorized(gw, server, err)
+    except Exception as exc:
+        return _unavailable(exc, None)
     valid, upstream_sid = _upstream_session(gw, server, adm, headers)
     if not valid:
         return Response(b"", 404)
@@ -224,6 +232,8 @@ async def _post(
         )
     except Unauthorized as err:
         return _unauthorized(gw, server, err)
+    except Exception as exc:  # store or pool trouble: fail closed, never a 500
+        return _unavailable(exc, msg.get("id") if isinstance(msg, dict) else None)
     if parse_problem is not None:
         return _rpc(parse_problem, 400)
     if isinstance(msg, list):
