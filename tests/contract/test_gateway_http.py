@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from starlette.testclient import TestClient
 from tests.conftest import make_config
 from tests.e2e.test_gateway_mcp import _wait_upstream
@@ -222,13 +223,11 @@ upstreams:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[Tessera]:
-    """A Tessera on SQLite with the real clock (tokens and proofs carry real times)."""
+def live(engine: Engine, tmp_path: Path) -> Tessera:
+    """A Tessera on each backend with the real clock (tokens and proofs carry real times)."""
     config = make_config(tmp_path)
-    initialise(config, clock=SystemClock())
-    t = build(config, clock=SystemClock())
-    yield t
-    t.close()
+    initialise(config, clock=SystemClock(), engine=engine)
+    return build(config, clock=SystemClock(), engine=engine)
 
 
 @pytest.fixture
