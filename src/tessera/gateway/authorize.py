@@ -20,7 +20,7 @@ This module is synchronous (run it off the event loop); it holds no HTTP and no 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -301,6 +301,3 @@ def parse_call(server: str, method: str, params: Any) -> CallRequest | str:
     if len(json.dumps(args, default=str)) > MAX_ARGUMENTS:
         return "params.arguments is too large"
     return CallRequest(server, method, name, dict(args), token)
-
-
-Now = Callable[[], float]
