@@ -207,7 +207,12 @@ def run(quick: bool) -> list[Row]:
         finally:
             for proc in (gateway, upstream):
                 proc.terminate()
-                proc.wait(timeout=20)
+            for proc in (gateway, upstream):
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     return rows
 
 
