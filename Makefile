@@ -17,7 +17,8 @@ venv: $(STAMP)
 
 # Initialise on first use (development mode), load the demo once, serve.
 run: $(STAMP)
-	TESSERA_DEV_MODE=1 $(VENV)/bin/tessera dev up
+	TESSERA_DEV_MODE=1 TESSERA_GATEWAY_CONFIG=$${TESSERA_GATEWAY_CONFIG:-examples/gateway/gateway.yaml} \
+	  $(VENV)/bin/tessera dev up
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)

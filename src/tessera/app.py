@@ -73,6 +73,8 @@ class Tessera:
     approval_edges: ApprovalEdges
     dev_issuer_key: SigningKey | None = None
     behaviour: BehaviourService | None = None
+    gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
+    event_head: Any = None  # the one EventHead (a driver connection per thread) of this node
 
     def close(self) -> None:
         if self.behaviour is not None:
@@ -157,7 +159,7 @@ def build(
             issuer=config.issuer,
             tokens=tokens,
             rebac=rebac,
-            event_head=EventHead(engine),
+            event_head=(event_head := EventHead(engine)),
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
             budgets=SessionBudgets(store),
@@ -171,6 +173,11 @@ def build(
     )
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
+    # MCP gateway (issue 9): session taint durable in the store and shared by every node.
+    from tessera.gateway.wiring import durable_taint
+
+    t.event_head = event_head
+    t.pdp.point.taint = durable_taint(t)
     return t
 
 

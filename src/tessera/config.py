@@ -48,6 +48,7 @@ class Config:
     behaviour_window: int = 400
     behaviour_drift_threshold: float = 0.1
     behaviour_revoke_on_high: bool = True
+    gateway_config_file: Path | None = None  # MCP gateway (issue 9): mounts /mcp/<server>
 
     @property
     def is_sqlite(self) -> bool:
@@ -156,6 +157,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         behaviour_window=_int(env, "TESSERA_BEHAVIOUR_WINDOW", 400, 50, 100_000),
         behaviour_drift_threshold=_float(env, "TESSERA_BEHAVIOUR_DRIFT_THRESHOLD", 0.1, 0.001, 10),
         behaviour_revoke_on_high=_bool(env, "TESSERA_BEHAVIOUR_REVOKE_ON_HIGH", True),
+        gateway_config_file=_path(env, "TESSERA_GATEWAY_CONFIG"),
     )
 
 

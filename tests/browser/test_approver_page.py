@@ -47,6 +47,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "TESSERA_DATA_DIR": str(data),
             "TESSERA_PORT": str(port),
             "TESSERA_DEV_MODE": "1",
+            # About approvals, not behaviour: against the demo's seeded baseline, the
+            # rapid repeated calls of a never-used sensitive tool here score as a burst
+            # (high risk: deny and revoke), which tests/contract/test_behavior_store.py covers.
+            "TESSERA_BEHAVIOUR": "0",
             "TESSERA_ISSUER": f"http://localhost:{port}",
         }
     )

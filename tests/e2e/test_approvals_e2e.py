@@ -37,6 +37,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "TESSERA_DATA_DIR": str(data),
             "TESSERA_PORT": str(port),
             "TESSERA_DEV_MODE": "1",
+            # About approvals, not behaviour: against the demo's seeded baseline, the
+            # rapid repeated calls of a never-used sensitive tool here score as a burst
+            # (high risk: deny and revoke), which tests/contract/test_behavior_store.py covers.
+            "TESSERA_BEHAVIOUR": "0",
             "TESSERA_ISSUER": f"http://localhost:{port}",  # WebAuthn needs a domain RP ID
         }
     )
@@ -174,13 +178,15 @@ def test_approval_flow_over_http(server: dict[str, Any]) -> None:
 
     # A denial: access_denied.
     other = {**ARGS, "title": "Roadmap 2028"}
-    rid2 = request_approval(
+    ack2 = request_approval(
         client,
         token,
         action="docs/publish",
         resource={"type": "document", "id": "roadmap"},
         arguments=other,
-    ).json()["auth_req_id"]
+    )
+    assert ack2.status_code == 200, ack2.text
+    rid2 = ack2.json()["auth_req_id"]
     _cli(server, "approvals", "deny", rid2, "--note", "not yet")
     denied = wait_for_approval(client, rid2, interval=2, deadline=60)
     assert denied.json()["error"] == "access_denied"

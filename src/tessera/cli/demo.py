@@ -135,6 +135,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         dpop = generate_signing_key("ES256")  # the agent's DPoP key, separate from its id key
         _write_key(key_dir / f"{name}.dpop.jwk", {**dpop.private_jwk, "kid": dpop.kid})
         created.append(reg.agent.id)
+    created.append(_demo_mcp_client(t, key_dir))  # the MCP gateway walkthrough's agent
     gw_key = generate_signing_key("ES256")
     ident.register_service(
         "mcp-gateway",
@@ -173,6 +174,33 @@ def _seed_demo_baselines(t: Tessera, agents: list[str]) -> None:
     )
 
 
+def _demo_mcp_client(t: Tessera, key_dir: Path) -> str:
+    """An agent a stock MCP client can be (``dpop_required: false``, so no DPoP key file),
+    allowed the demo tools of ``examples/gateway`` (server ``tools``), minus delete_records."""
+    key = generate_signing_key("ES256")
+    reg = t.identity.register_agent(
+        "mcp-client",
+        operator=DEMO_OPERATOR,
+        owner="alice",
+        purpose="Uses MCP tools through the Tessera gateway (examples/gateway)",
+        expires_in_days=90,
+        ceiling={
+            "tools": ["tools/read_file", "tools/send_email", "tools/fetch_url"],
+            "data_scopes": ["mcp_server:tools", "file:*"],
+            "models": [DEMO_MODEL_DIGEST],
+            "budgets": {"tool_calls": 100, "external_calls": 10},
+            "max_session_lifetime": 900,
+            "dpop_required": False,
+        },
+        jwk=key.public_jwk(),
+        actor="demo",
+    ).value
+    _write_key(
+        key_dir / "mcp-client.jwk", {**key.private_jwk, "kid": key.kid, "client_id": reg.agent.id}
+    )
+    return reg.agent.id
+
+
 def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer: str) -> None:
     """alice and the research assistant are in team research, which sees the research-notes
     folder (document roadmap); bob owns q3-budget and shared it with the summarizer."""
@@ -199,7 +227,8 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     elif result["loaded"]:
         console.print(
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
-            f"agents research-assistant and summarizer, relationship model with 7 tuples; "
+            f"agents research-assistant, summarizer and mcp-client, relationship model with "
+            f"7 tuples; "
             f"keys in {result['key_dir']}",
             markup=False,
         )

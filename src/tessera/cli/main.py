@@ -145,9 +145,11 @@ def serve(
 
     config = _config()
     tessera = _tessera()
+    with cli_errors():  # e.g. TESSERA_GATEWAY_CONFIG naming an unregistered service
+        asgi = create_app(tessera)
     console.print(f"serving on http://{host or config.host}:{port or config.port}", markup=False)
     uvicorn.run(
-        create_app(tessera),
+        asgi,
         host=host or config.host,
         port=port or config.port,
         log_level="info",
@@ -650,6 +652,7 @@ def _register_extra_commands() -> None:
         audit,  # noqa: F401 - registers the `audit` group
         behavior,  # noqa: F401 - registers the `behavior` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups
+        gateway,  # noqa: F401 - registers `gateway` (the MCP gateway)
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
         rebac,  # noqa: F401 - registers the `rebac` group
         sessions,  # noqa: F401 - registers `session`, dev token helpers

@@ -137,7 +137,13 @@ def dev_session(
         a = t.identity.get_agent(agent)
         op = t.identity.get_operator(a.operator_id)
         agent_key = load_private_jwk(_need(key_dir / f"{a.name}.jwk"))
-        dpop_key = load_private_jwk(_need(key_dir / f"{a.name}.dpop.jwk"))
+        dpop_path = key_dir / f"{a.name}.dpop.jwk"
+        # Agents registered with dpop_required: false (stock MCP clients) may go without.
+        dpop_key = (
+            load_private_jwk(_need(dpop_path))
+            if a.ceiling.dpop_required or dpop_path.exists()
+            else None
+        )
         op_key = load_private_jwk(_need(key_dir / f"{op.name}-operator.jwk"))
         subject = None
         if user is not None:

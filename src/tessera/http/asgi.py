@@ -106,6 +106,13 @@ def create_app(tessera: Tessera) -> FastAPI:
     if tessera.behaviour is not None:  # flush learned baselines, findings, events at exit
         app.router.on_shutdown.append(tessera.behaviour.close)
     __import__("tessera.http.console").http.console.install(app)  # approver console (#8)
+    if tessera.config.gateway_config_file is not None or tessera.gateway is not None:
+        from tessera.gateway.wiring import attach_gateway  # MCP gateway: /mcp/<server>
+        from tessera.http import gateway
+
+        gateway.install(app, attach_gateway(tessera))
+    if tessera.config.dev_mode:  # the demo's upstream MCP server (examples/gateway)
+        __import__("tessera.http.demo_upstream").http.demo_upstream.install(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -139,7 +146,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
     app.add_middleware(
         RateLimit,
-        prefixes=("/oauth/", "/access/", "/console/api/"),
+        prefixes=("/oauth/", "/access/", "/console/api/", "/mcp/"),
         rate=float(tessera.config.rate_limit),
         burst=float(2 * tessera.config.rate_limit),
     )

@@ -37,7 +37,10 @@ class Caller:
 
     service_id: str
     service_name: str
-    via: str  # token | api_key
+    via: str  # token | api_key | in_process
+    # Further audiences the caller answers for: the canonical resource URIs of the MCP
+    # servers an in-process gateway fronts (RFC 8707, MCP authorization).
+    audiences: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class SessionTokenVerifier:
             raise AgentTokenRejected("token expired")
         if subject_id and subject_id != c.client_id:
             raise AgentTokenRejected("subject.id is not the token's client_id")
-        if not ({caller.service_id, caller.service_name} & c.audience):
+        if not ({caller.service_id, caller.service_name} | caller.audiences) & c.audience:
             raise AgentTokenRejected("token audience does not name the calling service")
         if c.jkt is not None:
             jkt = properties.get("jkt", context.get("dpop_jkt"))

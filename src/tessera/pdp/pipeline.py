@@ -221,7 +221,11 @@ class DecisionPoint:
         self._stage(trace, "risk", lambda: self._risk(req, bundle, risk))
         if agent is not None and not any(is_final(s) for s in trace):
             marks = bundle.tools.get(req.action.name)
-            if marks is not None and marks.untrusted_input:
+            # A PEP that knows the call reads untrusted content (the gateway's tool marks)
+            # says so in context.external_content; marks only ever add taint.
+            if (marks is not None and marks.untrusted_input) or req.context.get(
+                "external_content"
+            ) is True:
                 self.taint.taint(agent.claims.sid, req.action.name)
         return agent
 
@@ -302,7 +306,8 @@ class DecisionPoint:
             return StageResult("limits", "deny", tuple(deny)), None
         marks = bundle.tools.get(tool)
         tainted = self.taint.is_tainted(agent.claims.sid) or req.context.get("tainted") is True
-        if marks is not None and marks.egress and tainted:
+        egress = (marks is not None and marks.egress) or req.context.get("egress") is True
+        if egress and tainted:
             reason = Reason(
                 "limits",
                 "session_tainted",
@@ -413,7 +418,8 @@ class DecisionPoint:
             reason = Reason("risk", "high_risk", f"behaviour score {risk.score}{why}")
             return StageResult("risk", "deny", (reason,)), None
         rule = bundle.actions.get(req.action.name)
-        if risk.score >= bundle.approval_at and rule is not None and rule.sensitive:
+        sensitive = (rule is not None and rule.sensitive) or req.context.get("sensitive") is True
+        if risk.score >= bundle.approval_at and sensitive:
             reason = Reason(
                 "risk",
                 "risk_approval",

@@ -8,11 +8,16 @@ from tessera.sdk.assertions import (
     model_attestation,
 )
 from tessera.sdk.client import SessionClient
+from tessera.sdk.mcp_auth import GatewayAuth, SessionRefused, SessionTokenSource, mcp_http_client
 
 __all__ = [
+    "GatewayAuth",
     "SessionClient",
+    "SessionRefused",
+    "SessionTokenSource",
     "actor_token",
     "client_assertion",
     "load_private_jwk",
+    "mcp_http_client",
     "model_attestation",
 ]

@@ -150,10 +150,10 @@ def test_demo_load_is_idempotent(run, tmp_path: Path) -> None:  # type: ignore[n
     run("init")
     first = json.loads(run("demo", "load", "--json"))
     assert first["loaded"]
-    assert len(first["agents"]) == 2
+    assert len(first["agents"]) == 3
     key = Path(first["key_dir"]) / "research-assistant.jwk"
     assert key.stat().st_mode & 0o777 == 0o600
     assert "d" in json.loads(key.read_text())
     assert json.loads(run("demo", "load", "--json"))["loaded"] is False
     agents = json.loads(run("agent", "list", "--json"))
-    assert sorted(a["name"] for a in agents) == ["research-assistant", "summarizer"]
+    assert sorted(a["name"] for a in agents) == ["mcp-client", "research-assistant", "summarizer"]
