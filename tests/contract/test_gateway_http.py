@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -366,6 +367,56 @@ def test_approval_required_waits_for_the_approval_port(
     else:
         assert r["error"]["data"]["reason"] == "approval_denied"
         assert gw.budget(token) == {"tool_calls": 9}
+
+
+def test_a_human_approves_through_the_approval_service_while_the_gateway_waits(
+    live: Tessera, tmp_path: Path, upstream: tuple[str, Path]
+) -> None:
+    """The real approval service (issue 8) behind the gateway's port: the call waits, an
+    approver (the agent's owner) approves, the call runs once and the approval cannot be spent again."""
+    gw = _setup(live, tmp_path, upstream[0], taint="approval_required", approvals=None)
+    gw.t.gateway.approvals = live.approvals
+    answer: dict[str, Any] = {}
+    with gw.http:
+        token = gw.token()
+        worker = threading.Thread(target=lambda: answer.update(_taint_then_mail(gw, token).json()))
+        worker.start()
+        deadline = time.monotonic() + 30
+        pending: list[Any] = []
+        while not pending and time.monotonic() < deadline:
+            pending = live.approvals.list(status="pending")
+            time.sleep(0.05)
+        assert len(pending) == 1
+        req = pending[0]
+        assert req.action == "tools/send_email"
+        # As the console does once alice's passkey assertion verified (tested with a real
+        # authenticator in tests/contract/test_approver_console.py).
+        alice = live.identity.get_user("alice").id
+        live.approvals.decide(req.auth_req_id, alice, "approve", "ok", method="passkey")
+        worker.join(30)
+    assert answer["result"]["content"][0]["text"] == "sent to bob@example.com"
+    assert live.approvals.get(req.auth_req_id).redeemed_at is not None  # spent by this call
+    assert gw.budget(token) == {"tool_calls": 8}
+    # The same call again needs a new approval: the spent one is not reused.
+    again = live.approvals.redeem_for_call(req.auth_req_id, _as_call(req))
+    assert again is False
+
+
+def _as_call(req: Any) -> CallToApprove:
+    return CallToApprove(
+        req.session_id,
+        req.agent_id,
+        req.user_id,
+        req.act_chain,
+        req.action,
+        req.resource,
+        req.arguments,
+        req.argument_hash,
+        req.dpop_jkt,
+        req.decision_id,
+        req.reasons,
+        req.risk,
+    )
 
 
 def test_approval_required_without_an_answer_tells_the_agent_how_to_get_one(
