@@ -31,9 +31,9 @@ from tessera.identity.service import (
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.rebac.service import RebacService
+from tessera.signals.tailer import EventTailer, TailerSettings
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
-from tessera.store.sql_policy import EventHead
 from tessera.store.sql_store import SqlStore
 from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
 from tessera.tokens.issuers import (
@@ -65,9 +65,11 @@ class Tessera:
     audit: AuditService
     rebac: RebacService
     pdp: PdpService
+    tailer: EventTailer
     dev_issuer_key: SigningKey | None = None
 
     def close(self) -> None:
+        self.tailer.stop()
         self.store.engine.dispose()
 
 
@@ -88,7 +90,8 @@ def build(
         )
     store = SqlStore(engine, clock)
     kek = config.load_kek()
-    rebac = RebacService(store, clock)
+    tailer = node_tailer(config, store, clock)  # one event-log tailer for every cache
+    rebac = RebacService(store, clock, staleness=config.staleness_bound, tailer=tailer)
     identity = IdentityService(
         store,
         clock,
@@ -112,6 +115,7 @@ def build(
         trusted=TrustedIssuers(issuers),
         nonces=DpopNonceIssuer(nonce_key) if config.dpop_nonces else None,
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
+        tailer=tailer,
     )
     audit = build_audit(config, clock, engine, keyring)
     return Tessera(
@@ -133,13 +137,31 @@ def build(
             issuer=config.issuer,
             tokens=tokens,
             rebac=rebac,
-            event_head=EventHead(engine),
+            tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
             budgets=SessionBudgets(store),
         ),
+        tailer=tailer,
         dev_issuer_key=dev_key,
     )
+
+
+def node_tailer(config: Config, store: SqlStore, clock: Clock) -> EventTailer:
+    """The node's event-log tailer; on PostgreSQL a LISTEN connection wakes it."""
+    settings = TailerSettings(
+        staleness=config.staleness_bound,
+        poll_interval=config.event_poll_interval,
+        notify=config.event_notify,
+        enabled=config.event_tailing,
+        wait_timeout=config.staleness_bound,
+    )
+    wake = None
+    if store.backend == "postgresql":
+        from tessera.store.pg_listen import PgNotifyWake, libpq_conninfo
+
+        wake = PgNotifyWake(libpq_conninfo(store.engine))
+    return EventTailer(store, clock, settings, wake_source=wake)
 
 
 class CombinedCascade:

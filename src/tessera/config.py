@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from tessera.crypto.keys import SUPPORTED_SIGNING_ALGS, parse_kek
@@ -41,6 +42,12 @@ class Config:
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
     outbound_allow_private: bool = False
+    # signals (#7): event-log tailing, staleness bound, Shared Signals
+    staleness_bound: float = 1.0
+    event_poll_interval: float = 0.2
+    event_notify: bool = True
+    event_tailing: bool = True
+    ssf_receivers_file: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,7 +150,44 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
         outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
+        **_signals(env),
     )
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+class _SignalSettings(TypedDict):
+    staleness_bound: float
+    event_poll_interval: float
+    event_notify: bool
+    event_tailing: bool
+    ssf_receivers_file: Path | None
+
+
+def _signals(env: Mapping[str, str]) -> _SignalSettings:
+    """Event-log tailing and Shared Signals settings (signals/tailer.py, signals/receiver.py)."""
+    bound = _float(env, "TESSERA_STALENESS_BOUND", 1.0, 0.05, 3600.0)
+    poll = _float(env, "TESSERA_EVENT_POLL_INTERVAL", min(0.2, bound / 5), 0.01, 3600.0)
+    if poll >= bound:
+        raise ConfigError("TESSERA_EVENT_POLL_INTERVAL: must be under TESSERA_STALENESS_BOUND")
+    return {
+        "staleness_bound": bound,
+        "event_poll_interval": poll,
+        "event_notify": _bool(env, "TESSERA_EVENT_NOTIFY", True),
+        "event_tailing": _bool(env, "TESSERA_EVENT_TAILING", True),
+        "ssf_receivers_file": _path(env, "TESSERA_SSF_TRANSMITTERS"),
+    }
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

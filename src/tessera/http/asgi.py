@@ -103,6 +103,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     audit.install(app, tessera)
     oauth.install(app)
     __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
+    __import__("tessera.http.signals").http.signals.install(app, tessera)  # tailer, SSF
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
