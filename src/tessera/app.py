@@ -31,6 +31,7 @@ from tessera.identity.service import (
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.rebac.service import RebacService
+from tessera.signals.service import Signals
 from tessera.signals.tailer import EventTailer, TailerSettings
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
@@ -66,9 +67,11 @@ class Tessera:
     rebac: RebacService
     pdp: PdpService
     tailer: EventTailer
+    signals: Signals
     dev_issuer_key: SigningKey | None = None
 
     def close(self) -> None:
+        self.signals.stop()
         self.tailer.stop()
         self.store.engine.dispose()
 
@@ -143,8 +146,35 @@ def build(
             budgets=SessionBudgets(store),
         ),
         tailer=tailer,
+        signals=build_signals(config, store, clock, keyring, audit, tailer),
         dev_issuer_key=dev_key,
     )
+
+
+def build_signals(
+    config: Config,
+    store: SqlStore,
+    clock: Clock,
+    keyring: KeyRing,
+    audit: AuditService,
+    tailer: EventTailer,
+) -> Signals:
+    """SSF transmitter (streams, SET outbox, push worker fed by the tailer) and receiver."""
+    from tessera.signals.delivery import PushWorker
+    from tessera.signals.receiver import SsfReceiver, load_transmitters
+    from tessera.signals.streams import SsfSettings, SsfTransmitter
+    from tessera.store.sql_signals import SqlSignalsStore
+
+    sstore = SqlSignalsStore(store)
+    settings = SsfSettings(config.issuer, config.ssf_push_hosts, config.outbound_allow_private)
+    transmitter = SsfTransmitter(sstore, clock, keyring.active_key, settings)
+    transmitters = load_transmitters(
+        config.ssf_transmitters_file, allow_private=config.outbound_allow_private
+    )
+    receiver = SsfReceiver(sstore, clock, transmitters, issuer=config.issuer, audit=audit)
+    signals = Signals(transmitter, PushWorker(transmitter, sstore, clock), receiver)
+    signals.follow(tailer)
+    return signals
 
 
 def node_tailer(config: Config, store: SqlStore, clock: Clock) -> EventTailer:

@@ -47,7 +47,8 @@ class Config:
     event_poll_interval: float = 0.2
     event_notify: bool = True
     event_tailing: bool = True
-    ssf_receivers_file: Path | None = None
+    ssf_transmitters_file: Path | None = None
+    ssf_push_hosts: frozenset[str] = frozenset()
 
     @property
     def is_sqlite(self) -> bool:
@@ -172,7 +173,8 @@ class _SignalSettings(TypedDict):
     event_poll_interval: float
     event_notify: bool
     event_tailing: bool
-    ssf_receivers_file: Path | None
+    ssf_transmitters_file: Path | None
+    ssf_push_hosts: frozenset[str]
 
 
 def _signals(env: Mapping[str, str]) -> _SignalSettings:
@@ -186,7 +188,12 @@ def _signals(env: Mapping[str, str]) -> _SignalSettings:
         "event_poll_interval": poll,
         "event_notify": _bool(env, "TESSERA_EVENT_NOTIFY", True),
         "event_tailing": _bool(env, "TESSERA_EVENT_TAILING", True),
-        "ssf_receivers_file": _path(env, "TESSERA_SSF_TRANSMITTERS"),
+        "ssf_transmitters_file": _path(env, "TESSERA_SSF_TRANSMITTERS"),
+        "ssf_push_hosts": frozenset(
+            h.strip().lower()
+            for h in (env.get("TESSERA_SSF_PUSH_HOSTS") or "").split(",")
+            if h.strip()
+        ),
     }
 
 
