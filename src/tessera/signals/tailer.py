@@ -100,6 +100,7 @@ class EventTailer:
         settings: TailerSettings | None = None,
         *,
         wake_source: WakeSource | None = None,
+        start_at: int | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -107,7 +108,8 @@ class EventTailer:
         self._wake_source = wake_source if self.settings.notify else None
         self._subscribers: list[_Subscriber] = []
         self._lock = threading.RLock()  # one catch-up (and dispatch) at a time
-        self._seq = -1  # -1: never read; the first read starts at the head
+        # -1: never read, the first read starts at the head; ``start_at`` replays from there
+        self._seq = -1 if start_at is None else start_at
         self._last_read = float("-inf")
         self._wake = threading.Event()
         self._stopped = threading.Event()
