@@ -4,6 +4,7 @@ against ``TESSERA_DATABASE_URL`` (running servers see the changes through the lo
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tessera.cli.main import JsonOpt, _tessera, app
-from tessera.cli.output import cli_errors, console, emit, emit_json, fail, kv, table
+from tessera.cli.output import cli_errors, console, emit, fail, kv, table
 from tessera.clock import iso
 from tessera.signals.caep import CAEP, EVENTS_SUPPORTED, RISC
 from tessera.signals.events import Event
@@ -116,8 +117,8 @@ def streams_delete(stream_id: str, as_json: JsonOpt = False) -> None:
 
 def _print(events: Sequence[Event], as_json: bool) -> None:
     for e in events:
-        if as_json:
-            emit_json(e.to_dict())
+        if as_json:  # JSON Lines: one event per line
+            sys.stdout.write(json.dumps(e.to_dict(), sort_keys=True) + "\n")
         else:
             payload = json.dumps(e.payload, sort_keys=True, separators=(",", ":"))
             line = f"{e.seq:>8}  {iso(e.created_at)}  {e.type:<24} {e.subject:<24} {e.actor}"
