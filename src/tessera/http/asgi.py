@@ -117,12 +117,15 @@ def create_app(tessera: Tessera) -> FastAPI:
         responses={503: {"description": "not ready"}},
     )
     def readyz() -> Any:
-        """Readiness: the store answers and a signing key is available."""
+        """Readiness: the store answers, a signing key is available and the node follows the
+        event log within the staleness bound."""
         try:
             tessera.store.ping()
             tessera.keyring.active_key()
         except TesseraError as exc:
             return problem(503, "not_ready", "Not ready", exc.message)
+        if tessera.tailer.running and not tessera.tailer.is_fresh():  # signals: fail closed
+            return problem(503, "stale_state", "Not ready", "the event log is not being followed")
         return {"status": "ready"}
 
     @app.get("/.well-known/jwks.json", tags=["keys"])

@@ -21,13 +21,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tessera.app import Tessera
 from tessera.errors import InvalidInput, TesseraError, Unauthenticated
+from tessera.http.admin import Actor, TesseraDep
 from tessera.http.problems import problem
 from tessera.pdp.callers import ServiceAuthenticator
 from tessera.signals.receiver import MAX_SET_BYTES, SetRejected
@@ -178,8 +180,36 @@ def _set_error(err: str, description: str) -> Response:
     return JSONResponse({"err": err, "description": description}, status_code=400)
 
 
+router = APIRouter(prefix="/admin/v1/signals", tags=["signals"])
+
+
+class TailerOut(BaseModel):
+    seq: int = Field(description="last event sequence applied to this node's caches")
+    age: float = Field(description="seconds since the last complete read of the log")
+    fresh: bool = Field(description="false: this node denies with stale_state")
+    staleness_bound: float
+    running: bool
+    wakeups: int = Field(description="LISTEN/NOTIFY wake-ups received")
+
+
+@router.get("/tailer", response_model=TailerOut)
+def tailer_state(tessera: TesseraDep, _actor: Actor) -> dict[str, Any]:
+    """This node's position in the event log and its freshness (DESIGN 6)."""
+    t = tessera.tailer
+    age = t.age()
+    return {
+        "seq": t.seq,
+        "age": age if age != float("inf") else 1e9,
+        "fresh": t.is_fresh(),
+        "staleness_bound": t.settings.staleness,
+        "running": t.running,
+        "wakeups": t.wakeups,
+    }
+
+
 def install(app: FastAPI, tessera: Tessera) -> None:
     """Wire the tailer and push-worker lifecycle and the SSF routes into the server app."""
+    app.include_router(router)
     app.state.ssf_callers = ServiceAuthenticator(
         tessera.keyring.lookup, tessera.config.issuer, tessera.store, scope=SSF_SCOPE
     )

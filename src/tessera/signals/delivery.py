@@ -20,6 +20,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,6 +45,7 @@ class DeliverySettings:
     lease: float = 30.0
     batch: int = 100
     idle: float = 1.0
+    concurrency: int = 8  # SETs in flight at once (RFC 8935 receivers accept any order)
 
 
 def backoff(attempts: int, settings: DeliverySettings) -> float:
@@ -68,6 +70,8 @@ class PushWorker:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         self.sent = 0
 
     def on_events(self, _tx: Any, _events: Sequence[Event]) -> None:
@@ -85,27 +89,32 @@ class PushWorker:
             pass
         delivered = 0
         while True:
+            now = self._clock.now()
             with self._store.read() as tx:
-                due = tx.signals.due_pushes(self._clock.now(), self.settings.batch)
+                due = tx.signals.due_pushes(now, self.settings.batch)
             if not due:
                 return delivered
-            for item in due:
-                delivered += self._send(item)
+            lease = now + timedelta(seconds=self.settings.lease)
+            with self._store.write() as tx:  # claim the batch in one transaction
+                mine = [d for d in due if tx.signals.claim(d.id, now, lease)]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.concurrency, "tessera-ssf-send")
+            results = list(self._pool.map(self._post, mine))
+            with self._store.write() as tx:  # and record every outcome in one
+                delivered += sum(
+                    self._record(tx, item, *r) for item, r in zip(mine, results, strict=True)
+                )
             if len(due) < self.settings.batch:
                 return delivered
 
-    def _send(self, item: DeliveryRow) -> int:
-        now = self._clock.now()
-        with self._store.write() as tx:
-            lease = now + timedelta(seconds=self.settings.lease)
-            if not tx.signals.claim(item.id, now, lease):
-                return 0  # another node has it
-        attempts = item.attempts + 1
+    def _post(self, item: DeliveryRow) -> tuple[int, bytes, str]:
+        if self._http is None:
+            with self._lock:
+                if self._http is None:
+                    self._http = httpx.Client(
+                        timeout=self._tx.settings.push_timeout, follow_redirects=False
+                    )
         try:
-            if self._http is None:
-                self._http = httpx.Client(
-                    timeout=self._tx.settings.push_timeout, follow_redirects=False
-                )
             status, body = post(
                 str(item.endpoint_url),
                 item.set_jwt.encode(),
@@ -114,25 +123,26 @@ class PushWorker:
                 client=self._http,
             )
         except OutboundRefused as exc:
-            status, body, error = 0, b"", f"transport: {exc.detail or exc.message}"
-        else:
-            error = f"http {status}"
+            return 0, b"", f"transport: {exc.detail or exc.message}"
+        return status, body, f"http {status}"
+
+    def _record(self, tx: Any, item: DeliveryRow, status: int, body: bytes, error: str) -> int:
         now = self._clock.now()
-        with self._store.write() as tx:
-            if status == 202:
-                tx.signals.finish(item.id, "delivered", now, None)
-                self.sent += 1
-                return 1
-            if status == 400:
-                code = _err_code(body)
-                tx.signals.finish(item.id, "failed", now, f"refused: {code}")
-                log.warning("SET %s refused by the receiver: %s", item.jti, code)
-                return 0
-            if attempts >= self.settings.max_attempts:
-                tx.signals.finish(item.id, "failed", now, f"gave up: {error}"[:300])
-                return 0
-            when = now + timedelta(seconds=backoff(attempts, self.settings))
-            tx.signals.retry_at(item.id, when, error)
+        attempts = item.attempts + 1
+        if status == 202:
+            tx.signals.finish(item.id, "delivered", now, None)
+            self.sent += 1
+            return 1
+        if status == 400:
+            code = _err_code(body)
+            tx.signals.finish(item.id, "failed", now, f"refused: {code}")
+            log.warning("SET %s refused by the receiver: %s", item.jti, code)
+            return 0
+        if attempts >= self.settings.max_attempts:
+            tx.signals.finish(item.id, "failed", now, f"gave up: {error}"[:300])
+            return 0
+        when = now + timedelta(seconds=backoff(attempts, self.settings))
+        tx.signals.retry_at(item.id, when, error)
         return 0
 
     # -- background ---------------------------------------------------------------------------
@@ -150,6 +160,9 @@ class PushWorker:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._http is not None:
             self._http.close()
             self._http = None
