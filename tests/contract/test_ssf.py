@@ -273,6 +273,8 @@ def test_verification_and_status(recv: Receiver) -> None:
     stream = recv.poll_stream([SESSION_REVOKED])
     r = recv.post("/ssf/verify", {"stream_id": stream, "state": "abc123"})
     assert r.status_code == 204
+    again = recv.post("/ssf/verify", {"stream_id": stream})
+    assert again.status_code == 429  # min_verification_interval
     (token,) = recv.poll(stream)["sets"].values()
     claims = _claims(w, token, recv.id)
     assert claims["events"] == {VERIFICATION: {"state": "abc123"}}

@@ -30,7 +30,7 @@ import httpx
 from tessera.clock import Clock
 from tessera.outbound import OutboundRefused, post
 from tessera.signals.events import Event
-from tessera.signals.streams import EVENTS_PER_PUMP, DeliveryRow, SsfTransmitter
+from tessera.signals.streams import DeliveryRow, SsfTransmitter
 
 log = logging.getLogger("tessera.signals")
 
@@ -85,8 +85,7 @@ class PushWorker:
 
     def run_once(self) -> int:
         """Map new events, then send what is due; the number of SETs delivered."""
-        while self._tx.pump() >= EVENTS_PER_PUMP:
-            pass
+        self._tx.pump()
         delivered = 0
         while True:
             now = self._clock.now()

@@ -31,7 +31,7 @@ from tessera.clock import Clock
 from tessera.crypto.canonical import canonical_json
 from tessera.crypto.jws import sign_jwt
 from tessera.crypto.keys import SigningKey
-from tessera.errors import Conflict, InvalidInput, NotFound
+from tessera.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.outbound import OutboundPolicy, OutboundRefused, check_url
 from tessera.signals.caep import (
     EVENTS_SUPPORTED,
@@ -49,6 +49,7 @@ POLL: Final = "urn:ietf:rfc:8936"
 STATUSES: Final = ("enabled", "paused", "disabled")
 OUTBOX: Final = "outbox"
 EVENTS_PER_PUMP: Final = 500
+MAX_PUMP_ROUNDS: Final = 20
 MAX_STREAMS_PER_SERVICE: Final = 20
 MAX_EVENTS_REQUESTED: Final = 50
 MIN_VERIFICATION_INTERVAL: Final = 5
@@ -381,6 +382,11 @@ class SsfTransmitter:
         now = self._clock.now()
         with self._store.write() as tx:
             row = self._mine(tx, service_id, body.get("stream_id"))
+            last = tx.signals.last_delivery_at(row.id, VERIFICATION)
+            if last is not None and (now - last).total_seconds() < MIN_VERIFICATION_INTERVAL:
+                raise TooManyVerifications(
+                    f"at most one verification every {MIN_VERIFICATION_INTERVAL} s"
+                )
             event: dict[str, Any] = {} if state is None else {"state": state}
             draft = SetDraft(VERIFICATION, opaque(row.id), event, "verification")
             tx.signals.add_deliveries(
@@ -409,21 +415,34 @@ class SsfTransmitter:
         }
 
     def pump(self) -> int:
-        """Map the events after the outbox cursor to deliveries (at most
-        ``EVENTS_PER_PUMP``); the number of SETs created. Safe on every node at once."""
+        """Map every event after the outbox cursor to deliveries (in rounds of
+        ``EVENTS_PER_PUMP`` events); the number of SETs created. Safe on every node at
+        once: one node maps a range, the others skip it."""
         with self._store.read() as tx:
             if not tx.signals.list_streams():
                 return 0
         created = 0
+        for _ in range(MAX_PUMP_ROUNDS):
+            made, read = self._pump_once()
+            created += made
+            if read < EVENTS_PER_PUMP:
+                break
+        if created:
+            self.wake_pollers()
+        return created
+
+    def _pump_once(self) -> tuple[int, int]:
         try:
             with self._store.write() as tx:
+                if not tx.signals.try_lock_outbox():
+                    return 0, 0  # another node is mapping right now
                 cur = tx.signals.cursor(OUTBOX)
                 if cur is None:
                     tx.signals.init_cursor(OUTBOX, tx.events.head())
-                    return 0
+                    return 0, 0
                 events = tx.events.read_after(cur, EVENTS_PER_PUMP)
                 if not events:
-                    return 0
+                    return 0, 0
                 streams = [s for s in tx.signals.list_streams() if s.status != "disabled"]
                 excluded = tx.signals.excluded_subjects()
                 directory = _TxDirectory(tx)
@@ -444,12 +463,9 @@ class SsfTransmitter:
                             rows.append(self._delivery(st, d, f"{e.seq}:{i}", e.seq, now))
                 if not tx.signals.move_cursor(OUTBOX, cur, events[-1].seq):
                     raise _CursorMoved  # another node mapped this range: roll back
-                created = int(tx.signals.add_deliveries(rows))
+                return int(tx.signals.add_deliveries(rows)), len(events)
         except _CursorMoved:
-            return 0
-        if created:
-            self.wake_pollers()
-        return created
+            return 0, 0
 
     # -- poll delivery (RFC 8936) -----------------------------------------------------------
 
@@ -509,6 +525,14 @@ class SsfTransmitter:
                 self._arrived.wait(timeout=min(1.0, max(0.0, deadline - self._clock.timestamp())))
         more = len(sets) > max_events
         return {"sets": dict(sets[:max_events]), "moreAvailable": more}
+
+
+class TooManyVerifications(TesseraError):
+    """SSF 1.0 §8.1.4.2: verification requests faster than ``min_verification_interval``."""
+
+    code = "too_many_requests"
+    status = 429
+    title = "Too many verification requests"
 
 
 class _CursorMoved(Exception):

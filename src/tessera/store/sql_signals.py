@@ -36,6 +36,9 @@ def _stream(r: Any) -> StreamRow:
     )
 
 
+OUTBOX_LOCK_ID = 0x55F0B0C5
+
+
 class SqlSignalsRepo:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
@@ -125,6 +128,22 @@ class SqlSignalsRepo:
         return out
 
     # -- the outbox -------------------------------------------------------------------------
+
+    def try_lock_outbox(self) -> bool:
+        """PostgreSQL: one mapper at a time across nodes (released at commit); the cursor's
+        compare-and-set stays the guarantee. SQLite has one writer anyway."""
+        if self._c.dialect.name != "postgresql":
+            return True
+        got = self._c.execute(select(func.pg_try_advisory_xact_lock(OUTBOX_LOCK_ID))).scalar()
+        return bool(got)
+
+    def last_delivery_at(self, stream_id: str, event_type: str) -> datetime | None:
+        d = ts.ssf_deliveries
+        q = select(func.max(d.c.created_at)).where(
+            d.c.stream_id == stream_id, d.c.event_type == event_type
+        )
+        value = self._c.execute(q).scalar()
+        return None if value is None else utc(value)
 
     def cursor(self, name: str) -> int | None:
         t = ts.ssf_cursor
