@@ -15,6 +15,7 @@ from tests.contract.test_pdp_agents import Pdp, _codes
 from tests.contract.test_token_service import DIGEST, World, world  # noqa: F401
 
 from tessera.app import Tessera, build
+from tessera.signals.events import encode_consistency_token
 from tessera.signals.tailer import TailerSettings
 from tessera.tokens.peek import unverified_claim
 
@@ -114,3 +115,35 @@ def test_suspend_then_resume_on_another_node_restores_access(pdp: Pdp, other_nod
     # sessions were revoked by the cascade: a new one works again on this node
     fresh = _session(pdp)
     assert pdp.ask(fresh, "docs/read")["decision"] is True
+
+
+def test_a_consistency_token_makes_this_node_answer_at_least_that_fresh(
+    pdp: Pdp, other_node: Tessera
+) -> None:
+    token = _session(pdp)
+    sid = unverified_claim(token, "sid")
+    assert sid is not None
+    assert pdp.ask(token, "docs/read")["decision"] is True
+    other_node.sessions.revoke_session(sid, "test", actor="test")
+    ct = encode_consistency_token(other_node.store.last_written_seq)
+    # no polling: the first decision that presents the write's token already sees it
+    body = pdp.ask(token, "docs/read", context={"consistency_token": ct})
+    assert body["decision"] is False
+    assert _codes(body) == ["invalid_token"]
+    ahead = encode_consistency_token(other_node.store.last_written_seq + 1000)
+    r = pdp.w.http.post(
+        "/access/v1/evaluation",
+        json={
+            "subject": {
+                "type": "agent",
+                "id": pdp.t.identity.get_agent("planner").id,
+                "properties": {"token": token},
+            },
+            "action": {"name": "docs/read"},
+            "resource": {"type": "document", "id": "1"},
+            "context": {"consistency_token": ahead},
+        },
+        headers={"Authorization": f"Bearer {pdp.service_token}"},
+    )
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_consistency_token"

@@ -32,6 +32,7 @@ from tessera.errors import InvalidInput, TesseraError, Unauthenticated
 from tessera.http.admin import Actor, TesseraDep
 from tessera.http.problems import problem
 from tessera.pdp.callers import ServiceAuthenticator
+from tessera.signals.events import decode_consistency_token
 from tessera.signals.receiver import MAX_SET_BYTES, SetRejected
 
 SSF_SCOPE = "ssf.manage"
@@ -174,6 +175,17 @@ async def receive(request: Request) -> Response:
     except TesseraError as exc:  # the store is down: the transmitter retries later
         return _fail(exc)
     return Response(status_code=202)
+
+
+def at_least(tessera: Tessera, body: Any) -> None:
+    """A PEP that wrote something (e.g. revoked a session) may send the write's consistency
+    token as ``context.consistency_token``: the decision waits until this node's tailer has
+    reached it (bounded by the staleness bound), else the request is refused
+    (``invalid_consistency_token`` 400 / ``stale_state`` 503)."""
+    ctx = body.get("context") if isinstance(body, dict) else None
+    token = ctx.get("consistency_token") if isinstance(ctx, dict) else None
+    if token is not None:
+        tessera.tailer.ensure_fresh(decode_consistency_token(token))
 
 
 def _set_error(err: str, description: str) -> Response:
