@@ -120,7 +120,9 @@ def test_a_user_disabled_on_the_transmitter_loses_agent_sessions_on_the_receiver
 
         def session(**kw: Any) -> str:
             att = client.attest(op_key, op.id, DIGEST)
-            resp = client.session(details=details, resource="https://tools.example/mcp", attestation=att, **kw)
+            resp = client.session(
+                details=details, resource="https://tools.example/mcp", attestation=att, **kw
+            )
             assert resp.status_code == 200, resp.text
             sid = unverified_claim(resp.json()["access_token"], "sid")
             assert sid is not None
