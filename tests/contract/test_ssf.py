@@ -352,6 +352,10 @@ def test_push_delivery_retries_with_backoff_then_delivers(
     with store.read() as tx:
         counts = tx.signals.delivery_states(stream["stream_id"])
     assert counts == {"delivered": 1, "failed": 1}
+    clock.advance(8 * 86400)  # finished deliveries are forgotten after the retention
+    worker.run_once()
+    with store.read() as tx:
+        assert tx.signals.delivery_states(stream["stream_id"]) == {}
 
 
 # -- receiver ---------------------------------------------------------------------------

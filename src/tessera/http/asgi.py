@@ -140,7 +140,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
     app.add_middleware(
         RateLimit,
-        prefixes=("/oauth/", "/access/"),
+        prefixes=("/oauth/", "/access/", "/ssf/"),  # /ssf/: pushed SETs are audited
         rate=float(tessera.config.rate_limit),
         burst=float(2 * tessera.config.rate_limit),
     )

@@ -46,6 +46,8 @@ class DeliverySettings:
     batch: int = 100
     idle: float = 1.0
     concurrency: int = 8  # SETs in flight at once (RFC 8935 receivers accept any order)
+    retention: float = 7 * 86400.0  # finished deliveries are kept this long (seconds)
+    purge_every: float = 3600.0
 
 
 def backoff(attempts: int, settings: DeliverySettings) -> float:
@@ -72,6 +74,7 @@ class PushWorker:
         self._http: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._purged_at = float("-inf")
         self.sent = 0
 
     def on_events(self, _tx: Any, _events: Sequence[Event]) -> None:
@@ -86,6 +89,7 @@ class PushWorker:
     def run_once(self) -> int:
         """Map new events, then send what is due; the number of SETs delivered."""
         self._tx.pump()
+        self._purge()
         delivered = 0
         while True:
             now = self._clock.now()
@@ -105,6 +109,15 @@ class PushWorker:
                 )
             if len(due) < self.settings.batch:
                 return delivered
+
+    def _purge(self) -> None:
+        now = self._clock.timestamp()
+        if now - self._purged_at < self.settings.purge_every:
+            return
+        self._purged_at = now
+        before = self._clock.now() - timedelta(seconds=self.settings.retention)
+        with self._store.write() as tx:
+            tx.signals.purge_done(before)
 
     def _post(self, item: DeliveryRow) -> tuple[int, bytes, str]:
         if self._http is None:

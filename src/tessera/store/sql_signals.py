@@ -208,6 +208,14 @@ class SqlSignalsRepo:
             .values(next_attempt_at=when, lease_until=None, last_error=error[:300])
         )
 
+    def purge_done(self, before: datetime) -> int:
+        """Forget finished deliveries (delivered, acked, failed) older than ``before``."""
+        d = ts.ssf_deliveries
+        r = self._c.execute(
+            delete(d).where(d.c.state.in_(("delivered", "acked", "failed")), d.c.done_at < before)
+        )
+        return int(r.rowcount or 0)
+
     def pending_for_poll(self, stream_id: str, limit: int) -> list[tuple[str, str]]:
         d = ts.ssf_deliveries
         q = (
