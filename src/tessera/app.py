@@ -167,7 +167,11 @@ def build_signals(
 
     sstore = SqlSignalsStore(store)
     settings = SsfSettings(config.issuer, config.ssf_push_hosts, config.outbound_allow_private)
-    transmitter = SsfTransmitter(sstore, clock, keyring.active_key, settings)
+    # push Authorization headers are sealed under a subkey of the KEK (key separation)
+    box = hmac.new(config.load_kek(), b"tessera ssf push authorization v1", hashlib.sha256)
+    transmitter = SsfTransmitter(
+        sstore, clock, keyring.active_key, settings, secret_key=box.digest()
+    )
     transmitters = load_transmitters(
         config.ssf_transmitters_file, allow_private=config.outbound_allow_private
     )

@@ -292,10 +292,12 @@ def test_verification_and_status(recv: Receiver) -> None:
 class _Sink(BaseHTTPRequestHandler):
     answers: list[tuple[int, bytes]]
     received: list[tuple[str, bytes]]
+    auth: list[str | None]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         self.received.append((self.headers.get("content-type", ""), body))
+        self.auth.append(self.headers.get("authorization"))
         status, answer = self.answers.pop(0) if self.answers else (202, b"")
         self.send_response(status)
         self.send_header("content-length", str(len(answer)))
@@ -308,7 +310,7 @@ class _Sink(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sink() -> Iterator[tuple[str, type[_Sink]]]:
-    handler = type("Sink", (_Sink,), {"answers": [], "received": []})
+    handler = type("Sink", (_Sink,), {"answers": [], "received": [], "auth": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -324,12 +326,17 @@ def test_push_delivery_retries_with_backoff_then_delivers(
     clock = ManualClock(SystemClock().now())
     store = SqlSignalsStore(w.t.store)
     settings = SsfSettings(w.t.config.issuer, frozenset({"127.0.0.1"}), allow_private=True)
-    transmitter = SsfTransmitter(store, clock, w.t.keyring.active_key, settings)
-    worker = PushWorker(transmitter, store, clock, DeliverySettings(max_attempts=3))
-    stream = transmitter.create(
-        recv.id,
-        {"delivery": {"method": PUSH, "endpoint_url": url}, "events_requested": [SESSION_REVOKED]},
+    transmitter = SsfTransmitter(
+        store, clock, w.t.keyring.active_key, settings, secret_key=secrets.token_bytes(32)
     )
+    worker = PushWorker(transmitter, store, clock, DeliverySettings(max_attempts=3))
+    push = {"method": PUSH, "endpoint_url": url, "authorization_header": "Bearer rcv-secret"}
+    stream = transmitter.create(recv.id, {"delivery": push, "events_requested": [SESSION_REVOKED]})
+    assert "authorization_header" not in stream["delivery"]  # write-only
+    with store.read() as tx:
+        sealed = tx.signals.get_stream(stream["stream_id"]).auth_sealed
+    assert sealed is not None
+    assert "rcv-secret" not in sealed  # stored sealed, never in clear
     handler.answers += [(503, b""), (202, b"")]
     w.t.identity.suspend_agent("reader", actor="test")
     assert worker.run_once() == 0  # 503: kept for a retry
@@ -341,6 +348,7 @@ def test_push_delivery_retries_with_backoff_then_delivers(
     ctype, body = handler.received[-1]
     assert ctype == "application/secevent+jwt"
     assert handler.received[0][1] == body  # the same SET again (at-least-once)
+    assert handler.auth == ["Bearer rcv-secret"] * 2
     assert _claims(w, body.decode(), recv.id)["events"][SESSION_REVOKED]
     # a receiver's 400 with an RFC 8935 error code is final
     handler.answers.append((400, json.dumps({"err": "invalid_audience"}).encode()))

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from tessera.clock import Clock
+from tessera.crypto.keys import KeySealError
 from tessera.outbound import OutboundRefused, post
 from tessera.signals.events import Event
 from tessera.signals.streams import DeliveryRow, SsfTransmitter
@@ -126,14 +127,20 @@ class PushWorker:
                     self._http = httpx.Client(
                         timeout=self._tx.settings.push_timeout, follow_redirects=False
                     )
+        headers = {"Content-Type": SET_MEDIA_TYPE, "Accept": "application/json"}
         try:
+            auth = self._tx.authorization(item)
+            if auth is not None:
+                headers["Authorization"] = auth
             status, body = post(
                 str(item.endpoint_url),
                 item.set_jwt.encode(),
-                {"Content-Type": SET_MEDIA_TYPE, "Accept": "application/json"},
+                headers,
                 self._tx.settings.push_policy,
                 client=self._http,
             )
+        except KeySealError:
+            return 0, b"", "the stream's authorization header cannot be opened"
         except OutboundRefused as exc:
             return 0, b"", f"transport: {exc.detail or exc.message}"
         return status, body, f"http {status}"

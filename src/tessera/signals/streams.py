@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 from tessera.clock import Clock
 from tessera.crypto.canonical import canonical_json
 from tessera.crypto.jws import sign_jwt
-from tessera.crypto.keys import SigningKey
+from tessera.crypto.keys import SigningKey, open_secret, seal_secret
 from tessera.errors import Conflict, InvalidInput, NotFound, TesseraError
 from tessera.outbound import OutboundPolicy, OutboundRefused, check_url
 from tessera.signals.caep import (
@@ -78,6 +78,7 @@ class StreamRow:
     created_seq: int
     created_at: datetime
     updated_at: datetime
+    auth_sealed: str | None = None  # push: the Authorization header, sealed (never shown)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class DeliveryRow:
     set_jwt: str
     attempts: int
     endpoint_url: str | None
+    auth_sealed: str | None = None
 
 
 class SignalsStore(Protocol):
@@ -145,7 +147,10 @@ class SsfTransmitter:
         clock: Clock,
         signer: Callable[[], SigningKey],
         settings: SsfSettings,
+        *,
+        secret_key: bytes | None = None,
     ) -> None:
+        self._secret_key = secret_key  # seals push Authorization headers (None: refused)
         self._store = store
         self._clock = clock
         self._signer = signer
@@ -195,18 +200,18 @@ class SsfTransmitter:
 
     def _config(
         self, body: Mapping[str, Any], current: Any | None
-    ) -> tuple[dict[str, Any], str, str | None]:
+    ) -> tuple[dict[str, Any], str, str | None, str | None]:
         if not isinstance(body, Mapping):
             raise InvalidInput("the stream configuration must be a JSON object")
         cfg: dict[str, Any] = dict(current.config) if current is not None else {}
         method = current.method if current is not None else PUSH
         endpoint = current.endpoint_url if current is not None else None
+        auth: str | None = _KEEP
         if "delivery" in body:
             d = body["delivery"]
             if not isinstance(d, Mapping) or d.get("method") not in (PUSH, POLL):
                 raise InvalidInput(f"delivery.method must be {PUSH} or {POLL}")
-            if "authorization_header" in d:
-                raise InvalidInput("delivery.authorization_header is not supported")
+            auth = _auth_header(d.get("authorization_header"), self._secret_key is not None)
             method = str(d["method"])
             if method == PUSH:
                 url = d.get("endpoint_url")
@@ -220,7 +225,9 @@ class SsfTransmitter:
                     ) from None
                 endpoint = url
             else:
-                endpoint = None
+                if d.get("authorization_header") is not None:
+                    raise InvalidInput("delivery.authorization_header is only for push")
+                endpoint, auth = None, None
         elif current is None:
             raise InvalidInput("delivery is required")
         if "events_requested" in body:
@@ -239,11 +246,11 @@ class SsfTransmitter:
             if desc is not None and (not isinstance(desc, str) or len(desc) > 256):
                 raise InvalidInput("description must be a string of at most 256 characters")
             cfg["description"] = desc
-        return cfg, method, endpoint
+        return cfg, method, endpoint, auth
 
     def create(self, service_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """SSF 1.0 §8.1.1.1: create a stream; the transmitter assigns ``stream_id``."""
-        cfg, method, endpoint = self._config(body, None)
+        cfg, method, endpoint, auth = self._config(body, None)
         now = self._clock.now()
         with self._store.write() as tx:
             mine = tx.signals.list_streams(service_id)
@@ -257,8 +264,9 @@ class SsfTransmitter:
                     tx.signals.init_cursor(OUTBOX, head)
                 elif cur < head:
                     tx.signals.move_cursor(OUTBOX, cur, head)
+            stream_id = "ssf_" + secrets.token_hex(10)
             row = StreamRow(
-                "ssf_" + secrets.token_hex(10),
+                stream_id,
                 service_id,
                 cfg,
                 method,
@@ -268,6 +276,7 @@ class SsfTransmitter:
                 head,
                 now,
                 now,
+                self._seal(stream_id, auth),
             )
             tx.signals.add_stream(row)
         return self._wire(row)
@@ -299,13 +308,19 @@ class SsfTransmitter:
                 if "delivery" not in body:
                     raise InvalidInput("a replacement needs delivery")
                 base = replace(row, config={})
-                cfg, method, endpoint = self._config(body, base)
+                cfg, method, endpoint, auth = self._config(body, base)
                 if "description" not in body:
                     cfg.pop("description", None)
             else:
-                cfg, method, endpoint = self._config(body, row)
+                cfg, method, endpoint, auth = self._config(body, row)
+            sealed = row.auth_sealed if auth is _KEEP else self._seal(row.id, auth)
             row = replace(
-                row, config=cfg, method=method, endpoint_url=endpoint, updated_at=self._clock.now()
+                row,
+                config=cfg,
+                method=method,
+                endpoint_url=endpoint,
+                auth_sealed=sealed,
+                updated_at=self._clock.now(),
             )
             tx.signals.save_stream(row)
         return self._wire(row)
@@ -332,6 +347,17 @@ class SsfTransmitter:
         with self._store.write() as tx:
             if not tx.signals.delete_stream(stream_id):
                 raise NotFound("no such stream")
+
+    def _seal(self, stream_id: str, auth: str | None) -> str | None:
+        if auth is None or auth is _KEEP or self._secret_key is None:
+            return None
+        return seal_secret(auth, self._secret_key, stream_id)
+
+    def authorization(self, item: DeliveryRow) -> str | None:
+        """The push ``Authorization`` header of a delivery's stream, if it has one."""
+        if item.auth_sealed is None or self._secret_key is None:
+            return None
+        return open_secret(item.auth_sealed, self._secret_key, item.stream_id)
 
     # -- status (SSF 1.0 §8.1.2) -----------------------------------------------------------------
 
@@ -525,6 +551,24 @@ class SsfTransmitter:
                 self._arrived.wait(timeout=min(1.0, max(0.0, deadline - self._clock.timestamp())))
         more = len(sets) > max_events
         return {"sets": dict(sets[:max_events]), "moreAvailable": more}
+
+
+_KEEP: Final = "\x00keep"  # PATCH without delivery: the sealed header stays
+
+
+def _auth_header(value: Any, supported: bool) -> str | None:
+    """SSF 1.0 §8.1.1: ``delivery.authorization_header`` for push (write-only here)."""
+    if value is None:
+        return None
+    if not supported:
+        raise InvalidInput("delivery.authorization_header is not supported")
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 4096
+        or not all(" " <= c <= "~" for c in value)
+    ):
+        raise InvalidInput("delivery.authorization_header must be printable ASCII text")
+    return value
 
 
 class TooManyVerifications(TesseraError):

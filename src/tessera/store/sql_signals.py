@@ -33,6 +33,7 @@ def _stream(r: Any) -> StreamRow:
         int(r.created_seq),
         utc(r.created_at),
         utc(r.updated_at),
+        r.auth_sealed,
     )
 
 
@@ -65,6 +66,7 @@ class SqlSignalsRepo:
                 config=json.dumps(row.config, sort_keys=True),
                 method=row.method,
                 endpoint_url=row.endpoint_url,
+                auth_sealed=row.auth_sealed,
                 status=row.status,
                 status_reason=row.status_reason,
                 created_seq=row.created_seq,
@@ -91,6 +93,7 @@ class SqlSignalsRepo:
                 config=json.dumps(row.config, sort_keys=True),
                 method=row.method,
                 endpoint_url=row.endpoint_url,
+                auth_sealed=row.auth_sealed,
                 status=row.status,
                 status_reason=row.status_reason,
                 updated_at=row.updated_at,
@@ -165,7 +168,15 @@ class SqlSignalsRepo:
     def due_pushes(self, now: datetime, limit: int) -> list[DeliveryRow]:
         d, s = ts.ssf_deliveries, ts.ssf_streams
         q = (
-            select(d.c.id, d.c.stream_id, d.c.jti, d.c.set_jwt, d.c.attempts, s.c.endpoint_url)
+            select(
+                d.c.id,
+                d.c.stream_id,
+                d.c.jti,
+                d.c.set_jwt,
+                d.c.attempts,
+                s.c.endpoint_url,
+                s.c.auth_sealed,
+            )
             .join(s, s.c.id == d.c.stream_id)
             .where(
                 d.c.state == "pending",

@@ -26,6 +26,7 @@ ssf_streams = Table(
     Column("config", Text, nullable=False),  # JSON: aud, events_requested, description, ...
     Column("method", String(32), nullable=False),  # urn:ietf:rfc:8935 | urn:ietf:rfc:8936
     Column("endpoint_url", String(2048)),  # push: the receiver's URL
+    Column("auth_sealed", Text),  # push: the Authorization header, AES-GCM under a KEK subkey
     Column("status", String(16), nullable=False),  # enabled | paused | disabled
     Column("status_reason", String(256)),
     Column("created_seq", BigInteger, nullable=False),  # events after it are delivered

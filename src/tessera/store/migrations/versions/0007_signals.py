@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("config", sa.Text, nullable=False),
         sa.Column("method", sa.String(32), nullable=False),
         sa.Column("endpoint_url", sa.String(2048)),
+        sa.Column("auth_sealed", sa.Text),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("status_reason", sa.String(256)),
         sa.Column("created_seq", sa.BigInteger, nullable=False),
