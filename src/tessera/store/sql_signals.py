@@ -37,7 +37,7 @@ def _stream(r: Any) -> StreamRow:
     )
 
 
-OUTBOX_LOCK_ID = 0x55F0B0C5
+OUTBOX_LOCK_ID = 0x55F0B0C  # int4 (the two-key advisory lock form)
 
 
 class SqlSignalsRepo:
@@ -137,8 +137,9 @@ class SqlSignalsRepo:
         compare-and-set stays the guarantee. SQLite has one writer anyway."""
         if self._c.dialect.name != "postgresql":
             return True
-        got = self._c.execute(select(func.pg_try_advisory_xact_lock(OUTBOX_LOCK_ID))).scalar()
-        return bool(got)
+        # keyed by schema too: deployments sharing one database never wait on each other
+        lock = func.pg_try_advisory_xact_lock(OUTBOX_LOCK_ID, func.hashtext(func.current_schema()))
+        return bool(self._c.execute(select(lock)).scalar())
 
     def last_delivery_at(self, stream_id: str, event_type: str) -> datetime | None:
         d = ts.ssf_deliveries
