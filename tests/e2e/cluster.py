@@ -21,6 +21,7 @@ from tessera.config import load_config
 from tessera.crypto.keys import SigningKey, generate_signing_key
 from tessera.policy.bundle import read_bundle_dir
 from tessera.sdk import SessionClient, client_assertion
+from tessera.signals.events import decode_consistency_token
 from tessera.tokens.peek import unverified_claim
 
 BUNDLE = Path(__file__).resolve().parents[2] / "examples" / "policy-bundle"
@@ -199,10 +200,13 @@ class Cluster:
             time.sleep(0.002)
         raise TimeoutError(f"node {node.name} answered {last!r}, not {want!r}")
 
-    def admin_post(self, path: str, body: dict[str, Any] | None = None) -> None:
+    def admin_post(self, path: str, body: dict[str, Any] | None = None) -> int | None:
+        """POST to node A's admin API; the write's event sequence (consistency token)."""
         a = self.nodes[0]
         r = a.http.post(f"{a.base}/admin/v1{path}", json=body or {}, headers=self.admin)
         assert r.status_code == 200, r.text
+        token = r.headers.get("tessera-consistency-token")
+        return decode_consistency_token(token) if token else None
 
     def revocations(self) -> list[tuple[str, Callable[[str], None], Callable[[], None]]]:
         """(kind, revoke(sid) through node A, undo so the next session works)."""
