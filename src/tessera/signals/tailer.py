@@ -22,8 +22,9 @@ correctness never depends on them. Without ``start()`` (the CLI, unit tests) the
 runs *inline*: ``ensure_fresh`` catches up on the caller's thread when the last read is
 older than ``poll_interval``, the node wrote, or a token asks for more.
 
-A subscriber that raises stops the batch: the sequence number does not move, the batch is
-retried, and if it keeps failing the node turns stale and fails closed.
+Each subscriber has its own position: it gets every event once, in order. One that raises
+keeps its position (the tailer's stays there too, so the events come again for it alone),
+and if it keeps failing the node turns stale and fails closed.
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ class TailerSettings:
             raise ValueError("the poll interval must be positive and under the staleness bound")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Subscriber:
     name: str
     handler: EventHandler
+    seq: int  # the last event this subscriber applied (-1: not positioned yet)
 
 
 class EventTailer:
@@ -121,7 +123,7 @@ class EventTailer:
     def subscribe(self, name: str, handler: EventHandler) -> None:
         """Call ``handler(tx, events)`` for every batch read from now on."""
         with self._lock:
-            self._subscribers.append(_Subscriber(name, handler))
+            self._subscribers.append(_Subscriber(name, handler, self._seq))
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[int]:
@@ -167,13 +169,13 @@ class EventTailer:
                 with self._store.read() as tx:
                     if self._seq < 0:
                         self._seq = int(tx.events.head())
+                        for sub in self._subscribers:
+                            sub.seq = max(sub.seq, self._seq)
                         events: list[Event] = []
                     else:
                         events = tx.events.read_after(self._seq, EVENTS_PER_READ)
                     if events:
-                        for sub in self._subscribers:
-                            sub.handler(tx, events)
-                        self._seq = events[-1].seq
+                        self._dispatch(tx, events)
                 if len(events) < EVENTS_PER_READ:
                     break
                 rounds += 1
@@ -183,6 +185,25 @@ class EventTailer:
             return self._seq
         finally:
             self._lock.release()
+
+    def _dispatch(self, tx: Any, events: list[Event]) -> None:
+        # INVARIANT: each subscriber gets each event once, in order; one that raises keeps
+        # its position (and holds the tailer's) while the others move on.
+        failed: Exception | None = None
+        for sub in self._subscribers:
+            batch = [e for e in events if e.seq > sub.seq]
+            if not batch:
+                continue
+            try:
+                sub.handler(tx, batch)
+            except Exception as exc:
+                log.warning("event subscriber %s failed: %s", sub.name, type(exc).__name__)
+                failed = failed or exc
+                continue
+            sub.seq = batch[-1].seq
+        self._seq = min([s.seq for s in self._subscribers] + [events[-1].seq])
+        if failed is not None:
+            raise failed
 
     def ensure_fresh(self, at_least: int = 0) -> int:
         """Make sure this node's state may be served (DESIGN 6): not older than the bound,
