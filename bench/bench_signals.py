@@ -150,7 +150,7 @@ def _push_throughput(n: int) -> tuple[float, float]:
     from tessera.app import build, initialise
     from tessera.config import load_config
     from tessera.signals.caep import EVENTS_SUPPORTED
-    from tessera.signals.streams import PUSH
+    from tessera.signals.model import PUSH
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()

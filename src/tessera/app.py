@@ -161,8 +161,9 @@ def build_signals(
 ) -> Signals:
     """SSF transmitter (streams, SET outbox, push worker fed by the tailer) and receiver."""
     from tessera.signals.delivery import PushWorker
+    from tessera.signals.model import SsfSettings
     from tessera.signals.receiver import SsfReceiver, load_transmitters
-    from tessera.signals.streams import SsfSettings, SsfTransmitter
+    from tessera.signals.streams import SsfTransmitter
     from tessera.store.sql_signals import SqlSignalsStore
 
     sstore = SqlSignalsStore(store)

@@ -23,8 +23,9 @@ from tessera.crypto.keys import SigningKey, generate_signing_key
 from tessera.sdk import client_assertion
 from tessera.signals.caep import ACCOUNT_DISABLED, CREDENTIAL_CHANGE, SESSION_REVOKED, VERIFICATION
 from tessera.signals.delivery import DeliverySettings, PushWorker
+from tessera.signals.model import POLL, PUSH, SsfSettings
 from tessera.signals.receiver import SsfReceiver, Transmitter
-from tessera.signals.streams import POLL, PUSH, SsfSettings, SsfTransmitter
+from tessera.signals.streams import SsfTransmitter
 from tessera.store.sql_signals import SqlSignalsStore
 from tessera.tokens.peek import unverified_claim
 

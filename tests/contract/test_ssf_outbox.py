@@ -11,7 +11,8 @@ from sqlalchemy import Engine, func, select
 from tessera.clock import ManualClock
 from tessera.crypto.keys import generate_signing_key
 from tessera.signals.caep import SESSION_REVOKED
-from tessera.signals.streams import POLL, SsfSettings, SsfTransmitter
+from tessera.signals.model import POLL, SsfSettings
+from tessera.signals.streams import SsfTransmitter
 from tessera.store import tables_signals as ts
 from tessera.store.sql_signals import SqlSignalsStore
 from tessera.store.sql_store import SqlStore

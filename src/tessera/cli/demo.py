@@ -177,7 +177,7 @@ def _load_demo_signals(t: Tessera, key_dir: Path) -> str:
     """A SIEM that polls Tessera's SSF stream (session-revoked, account-disabled); its API key
     (a service credential with scope ssf.manage) goes to ``<key dir>/siem.api-key``."""
     from tessera.signals.caep import ACCOUNT_DISABLED, SESSION_REVOKED
-    from tessera.signals.streams import POLL
+    from tessera.signals.model import POLL
 
     reg = t.identity.register_service(
         "siem",

@@ -16,7 +16,7 @@ from tessera.cli.output import cli_errors, console, emit, fail, kv, table
 from tessera.clock import iso
 from tessera.signals.caep import CAEP, EVENTS_SUPPORTED, RISC
 from tessera.signals.events import Event
-from tessera.signals.streams import POLL, PUSH
+from tessera.signals.model import POLL, PUSH
 from tessera.signals.tailer import EventTailer, TailerSettings
 
 signals_app = typer.Typer(no_args_is_help=True, help="Shared Signals streams and the event log.")

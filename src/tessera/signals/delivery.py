@@ -31,7 +31,8 @@ from tessera.clock import Clock
 from tessera.crypto.keys import KeySealError
 from tessera.outbound import OutboundRefused, post
 from tessera.signals.events import Event
-from tessera.signals.streams import DeliveryRow, SsfTransmitter
+from tessera.signals.model import DeliveryRow
+from tessera.signals.streams import SsfTransmitter
 
 log = logging.getLogger("tessera.signals")
 

@@ -51,7 +51,7 @@ from tessera.crypto.jws import JwksKeys, KeyLookup, parse_json_object, verify_jw
 from tessera.errors import ConfigError, TesseraError
 from tessera.outbound import OutboundPolicy, OutboundRefused, check_url
 from tessera.signals.caep import ACCOUNT_DISABLED, CREDENTIAL_CHANGE, SESSION_REVOKED, SET_TYP
-from tessera.signals.streams import SignalsStore
+from tessera.signals.model import SignalsStore
 from tessera.tokens.peek import unverified_claim
 
 log = logging.getLogger("tessera.signals")

@@ -18,21 +18,18 @@ streams receive nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Final, Protocol
+from dataclasses import replace
+from typing import Any, Final
 
 from tessera.clock import Clock
-from tessera.crypto.canonical import canonical_json
 from tessera.crypto.jws import sign_jwt
 from tessera.crypto.keys import SigningKey, open_secret, seal_secret
 from tessera.errors import Conflict, InvalidInput, NotFound, TesseraError
-from tessera.outbound import OutboundPolicy, OutboundRefused, check_url
+from tessera.outbound import OutboundRefused, check_url
 from tessera.signals.caep import (
     EVENTS_SUPPORTED,
     SET_TYP,
@@ -43,99 +40,26 @@ from tessera.signals.caep import (
     set_claims,
     subject_ids,
 )
+from tessera.signals.model import (
+    KEEP,
+    POLL,
+    PUSH,
+    STATUSES,
+    DeliveryRow,
+    SignalsStore,
+    SsfSettings,
+    StreamRow,
+    auth_header,
+    check_subject,
+    subject_key,
+)
 
-PUSH: Final = "urn:ietf:rfc:8935"
-POLL: Final = "urn:ietf:rfc:8936"
-STATUSES: Final = ("enabled", "paused", "disabled")
 OUTBOX: Final = "outbox"
 EVENTS_PER_PUMP: Final = 500
 MAX_PUMP_ROUNDS: Final = 20
 MAX_STREAMS_PER_SERVICE: Final = 20
 MAX_EVENTS_REQUESTED: Final = 50
 MIN_VERIFICATION_INTERVAL: Final = 5
-SUBJECT_FORMATS: Final = {
-    "account": ("uri",),
-    "email": ("email",),
-    "iss_sub": ("iss", "sub"),
-    "opaque": ("id",),
-    "phone_number": ("phone_number",),
-    "did": ("url",),
-    "uri": ("uri",),
-}
-
-
-@dataclass(frozen=True)
-class StreamRow:
-    """A stored stream (table ``ssf_streams``)."""
-
-    id: str
-    service_id: str
-    config: dict[str, Any]
-    method: str
-    endpoint_url: str | None
-    status: str
-    status_reason: str | None
-    created_seq: int
-    created_at: datetime
-    updated_at: datetime
-    auth_sealed: str | None = None  # push: the Authorization header, sealed (never shown)
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    """A push delivery due now, with its stream's endpoint."""
-
-    id: int
-    stream_id: str
-    jti: str
-    set_jwt: str
-    attempts: int
-    endpoint_url: str | None
-    auth_sealed: str | None = None
-
-
-class SignalsStore(Protocol):
-    def write(self) -> Any: ...
-    def read(self) -> Any: ...
-
-
-@dataclass(frozen=True)
-class SsfSettings:
-    issuer: str
-    push_hosts: frozenset[str] = frozenset()
-    allow_private: bool = False
-    push_timeout: float = 5.0
-
-    @property
-    def push_policy(self) -> OutboundPolicy:
-        return OutboundPolicy(self.push_hosts, self.allow_private, timeout=self.push_timeout)
-
-
-def subject_key(subject: Mapping[str, Any]) -> str:
-    """Stable key of a simple subject identifier (RFC 8785 canonical JSON, SHA-256)."""
-    return "sha256:" + hashlib.sha256(canonical_json(dict(subject))).hexdigest()
-
-
-def check_subject(value: Any) -> dict[str, Any]:
-    """An RFC 9493 subject identifier (or SSF ``complex`` / ``aliases``); ``InvalidInput``."""
-    if not isinstance(value, dict) or len(json.dumps(value)) > 4096:
-        raise InvalidInput("subject must be a subject identifier object")
-    fmt = value.get("format")
-    if fmt in ("complex", "aliases"):
-        parts = subject_ids(value)
-        if not parts:
-            raise InvalidInput(f"a {fmt} subject needs at least one identifier")
-        for part in parts:
-            check_subject(part)
-        return dict(value)
-    members = SUBJECT_FORMATS.get(fmt) if isinstance(fmt, str) else None
-    if members is None:
-        raise InvalidInput("subject format is not supported (RFC 9493 §3)")
-    for m in members:
-        v = value.get(m)
-        if not isinstance(v, str) or not v or len(v) > 512:
-            raise InvalidInput(f"a {fmt} subject needs {m!r}")
-    return dict(value)
 
 
 class SsfTransmitter:
@@ -206,12 +130,12 @@ class SsfTransmitter:
         cfg: dict[str, Any] = dict(current.config) if current is not None else {}
         method = current.method if current is not None else PUSH
         endpoint = current.endpoint_url if current is not None else None
-        auth: str | None = _KEEP
+        auth: str | None = KEEP
         if "delivery" in body:
             d = body["delivery"]
             if not isinstance(d, Mapping) or d.get("method") not in (PUSH, POLL):
                 raise InvalidInput(f"delivery.method must be {PUSH} or {POLL}")
-            auth = _auth_header(d.get("authorization_header"), self._secret_key is not None)
+            auth = auth_header(d.get("authorization_header"), self._secret_key is not None)
             method = str(d["method"])
             if method == PUSH:
                 url = d.get("endpoint_url")
@@ -313,7 +237,7 @@ class SsfTransmitter:
                     cfg.pop("description", None)
             else:
                 cfg, method, endpoint, auth = self._config(body, row)
-            sealed = row.auth_sealed if auth is _KEEP else self._seal(row.id, auth)
+            sealed = row.auth_sealed if auth is KEEP else self._seal(row.id, auth)
             row = replace(
                 row,
                 config=cfg,
@@ -349,7 +273,7 @@ class SsfTransmitter:
                 raise NotFound("no such stream")
 
     def _seal(self, stream_id: str, auth: str | None) -> str | None:
-        if auth is None or auth is _KEEP or self._secret_key is None:
+        if auth is None or auth is KEEP or self._secret_key is None:
             return None
         return seal_secret(auth, self._secret_key, stream_id)
 
@@ -551,24 +475,6 @@ class SsfTransmitter:
                 self._arrived.wait(timeout=min(1.0, max(0.0, deadline - self._clock.timestamp())))
         more = len(sets) > max_events
         return {"sets": dict(sets[:max_events]), "moreAvailable": more}
-
-
-_KEEP: Final = "\x00keep"  # PATCH without delivery: the sealed header stays
-
-
-def _auth_header(value: Any, supported: bool) -> str | None:
-    """SSF 1.0 §8.1.1: ``delivery.authorization_header`` for push (write-only here)."""
-    if value is None:
-        return None
-    if not supported:
-        raise InvalidInput("delivery.authorization_header is not supported")
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 4096
-        or not all(" " <= c <= "~" for c in value)
-    ):
-        raise InvalidInput("delivery.authorization_header must be printable ASCII text")
-    return value
 
 
 class TooManyVerifications(TesseraError):

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tessera.clock import utc
-from tessera.signals.streams import DeliveryRow, StreamRow
+from tessera.signals.model import DeliveryRow, StreamRow
 from tessera.store import tables_signals as ts
 from tessera.store.sql_store import SqlStore, SqlTx
 

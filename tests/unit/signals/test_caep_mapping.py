@@ -19,7 +19,7 @@ from tessera.signals.caep import (
     subject_ids,
 )
 from tessera.signals.events import Event
-from tessera.signals.streams import check_subject, subject_key
+from tessera.signals.model import check_subject, subject_key
 
 ISS = "https://tessera.example"
 WHEN = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
