@@ -35,9 +35,10 @@ from tessera.identity.service import (
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.rebac.service import RebacService
+from tessera.signals.service import Signals
+from tessera.signals.tailer import EventTailer, TailerSettings
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
-from tessera.store.sql_policy import EventHead
 from tessera.store.sql_store import SqlStore
 from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
 from tessera.tokens.issuers import (
@@ -71,14 +72,17 @@ class Tessera:
     pdp: PdpService
     approvals: ApprovalService  # implements tessera.approvals.ports.CallApprovals
     approval_edges: ApprovalEdges
+    tailer: EventTailer
+    signals: Signals
     dev_issuer_key: SigningKey | None = None
     behaviour: BehaviourService | None = None
     gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
-    event_head: Any = None  # the one EventHead (a driver connection per thread) of this node
 
     def close(self) -> None:
         if self.behaviour is not None:
             self.behaviour.close()
+        self.signals.stop()
+        self.tailer.stop()
         self.store.engine.dispose()
 
 
@@ -99,7 +103,8 @@ def build(
         )
     store = SqlStore(engine, clock)
     kek = config.load_kek()
-    rebac = RebacService(store, clock)
+    tailer = node_tailer(config, store, clock)  # one event-log tailer for every cache
+    rebac = RebacService(store, clock, staleness=config.staleness_bound, tailer=tailer)
     approvals = ApprovalService(store, clock, bundles=None, dev_mode=config.dev_mode)
     identity = IdentityService(
         store,
@@ -126,6 +131,7 @@ def build(
         trusted=TrustedIssuers(issuers),
         nonces=DpopNonceIssuer(nonce_key) if config.dpop_nonces else None,
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
+        tailer=tailer,
     )
     audit = build_audit(config, clock, engine, keyring)
     sessions = SessionAuthority(store, clock, keyring, tokens)
@@ -159,7 +165,7 @@ def build(
             issuer=config.issuer,
             tokens=tokens,
             rebac=rebac,
-            event_head=(event_head := EventHead(engine)),
+            tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
             budgets=SessionBudgets(store),
@@ -168,6 +174,8 @@ def build(
         ),
         approvals=approvals,
         approval_edges=approval_edges,
+        tailer=tailer,
+        signals=build_signals(config, store, clock, keyring, audit, tailer),
         dev_issuer_key=dev_key,
         behaviour=behaviour,
     )
@@ -176,9 +184,56 @@ def build(
     # MCP gateway (issue 9): session taint durable in the store and shared by every node.
     from tessera.gateway.wiring import durable_taint
 
-    t.event_head = event_head
     t.pdp.point.taint = durable_taint(t)
     return t
+
+
+def build_signals(
+    config: Config,
+    store: SqlStore,
+    clock: Clock,
+    keyring: KeyRing,
+    audit: AuditService,
+    tailer: EventTailer,
+) -> Signals:
+    """SSF transmitter (streams, SET outbox, push worker fed by the tailer) and receiver."""
+    from tessera.signals.delivery import PushWorker
+    from tessera.signals.model import SsfSettings
+    from tessera.signals.receiver import SsfReceiver, load_transmitters
+    from tessera.signals.streams import SsfTransmitter
+    from tessera.store.sql_signals import SqlSignalsStore
+
+    sstore = SqlSignalsStore(store)
+    settings = SsfSettings(config.issuer, config.ssf_push_hosts, config.outbound_allow_private)
+    # push Authorization headers are sealed under a subkey of the KEK (key separation)
+    box = hmac.new(config.load_kek(), b"tessera ssf push authorization v1", hashlib.sha256)
+    transmitter = SsfTransmitter(
+        sstore, clock, keyring.active_key, settings, secret_key=box.digest()
+    )
+    transmitters = load_transmitters(
+        config.ssf_transmitters_file, allow_private=config.outbound_allow_private
+    )
+    receiver = SsfReceiver(sstore, clock, transmitters, issuer=config.issuer, audit=audit)
+    signals = Signals(transmitter, PushWorker(transmitter, sstore, clock), receiver)
+    signals.follow(tailer)
+    return signals
+
+
+def node_tailer(config: Config, store: SqlStore, clock: Clock) -> EventTailer:
+    """The node's event-log tailer; on PostgreSQL a LISTEN connection wakes it."""
+    settings = TailerSettings(
+        staleness=config.staleness_bound,
+        poll_interval=config.event_poll_interval,
+        notify=config.event_notify,
+        enabled=config.event_tailing,
+        wait_timeout=config.staleness_bound,
+    )
+    wake = None
+    if store.backend == "postgresql":
+        from tessera.store.pg_listen import PgNotifyWake, libpq_conninfo
+
+        wake = PgNotifyWake(libpq_conninfo(store.engine))
+    return EventTailer(store, clock, settings, wake_source=wake)
 
 
 class CombinedCascade:

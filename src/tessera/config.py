@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from tessera.crypto.keys import SUPPORTED_SIGNING_ALGS, parse_kek
@@ -49,6 +50,13 @@ class Config:
     behaviour_drift_threshold: float = 0.1
     behaviour_revoke_on_high: bool = True
     gateway_config_file: Path | None = None  # MCP gateway (issue 9): mounts /mcp/<server>
+    # signals (#7): event-log tailing, staleness bound, Shared Signals
+    staleness_bound: float = 1.0
+    event_poll_interval: float = 0.2
+    event_notify: bool = True
+    event_tailing: bool = True
+    ssf_transmitters_file: Path | None = None
+    ssf_push_hosts: frozenset[str] = frozenset()
 
     @property
     def is_sqlite(self) -> bool:
@@ -158,6 +166,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         behaviour_drift_threshold=_float(env, "TESSERA_BEHAVIOUR_DRIFT_THRESHOLD", 0.1, 0.001, 10),
         behaviour_revoke_on_high=_bool(env, "TESSERA_BEHAVIOUR_REVOKE_ON_HIGH", True),
         gateway_config_file=_path(env, "TESSERA_GATEWAY_CONFIG"),
+        **_signals(env),
     )
 
 
@@ -172,6 +181,35 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     if not low <= value <= high:  # also refuses nan
         raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
     return value
+
+
+class _SignalSettings(TypedDict):
+    staleness_bound: float
+    event_poll_interval: float
+    event_notify: bool
+    event_tailing: bool
+    ssf_transmitters_file: Path | None
+    ssf_push_hosts: frozenset[str]
+
+
+def _signals(env: Mapping[str, str]) -> _SignalSettings:
+    """Event-log tailing and Shared Signals settings (signals/tailer.py, signals/receiver.py)."""
+    bound = _float(env, "TESSERA_STALENESS_BOUND", 1.0, 0.05, 3600.0)
+    poll = _float(env, "TESSERA_EVENT_POLL_INTERVAL", min(0.2, bound / 5), 0.01, 3600.0)
+    if poll >= bound:
+        raise ConfigError("TESSERA_EVENT_POLL_INTERVAL: must be under TESSERA_STALENESS_BOUND")
+    return {
+        "staleness_bound": bound,
+        "event_poll_interval": poll,
+        "event_notify": _bool(env, "TESSERA_EVENT_NOTIFY", True),
+        "event_tailing": _bool(env, "TESSERA_EVENT_TAILING", True),
+        "ssf_transmitters_file": _path(env, "TESSERA_SSF_TRANSMITTERS"),
+        "ssf_push_hosts": frozenset(
+            h.strip().lower()
+            for h in (env.get("TESSERA_SSF_PUSH_HOSTS") or "").split(",")
+            if h.strip()
+        ),
+    }
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -91,3 +91,37 @@ def fetch_json(url: str, policy: OutboundPolicy) -> Any:
         return json.loads(bytes(body))
     except ValueError as exc:
         raise OutboundRefused(detail=f"{url[:200]} did not answer JSON") from exc
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    policy: OutboundPolicy,
+    *,
+    client: httpx.Client | None = None,
+) -> tuple[int, bytes]:
+    """POST ``body``: no redirects (a 3xx is returned as is), bounded time and response size.
+    Transport failures raise ``OutboundRefused``; every HTTP status is returned. A caller
+    may pass its own ``client`` (kept alive between requests; it must not follow
+    redirects)."""
+    check_url(url, policy)
+    own = client is None
+    http = client or httpx.Client(timeout=policy.timeout, follow_redirects=False)
+    try:
+        with http.stream(
+            "POST", url, content=body, headers=headers, follow_redirects=False
+        ) as resp:
+            answer = bytearray()
+            for chunk in resp.iter_bytes():
+                answer.extend(chunk)
+                if len(answer) > policy.max_bytes:
+                    raise OutboundRefused(
+                        detail=f"{url[:200]} answered more than {policy.max_bytes} bytes"
+                    )
+            return resp.status_code, bytes(answer)
+    except httpx.HTTPError as exc:
+        raise OutboundRefused(detail=f"{url[:200]}: {type(exc).__name__}") from exc
+    finally:
+        if own:
+            http.close()

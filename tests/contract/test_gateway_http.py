@@ -372,8 +372,8 @@ def test_approval_required_waits_for_the_approval_port(
 def test_a_human_approves_through_the_approval_service_while_the_gateway_waits(
     live: Tessera, tmp_path: Path, upstream: tuple[str, Path]
 ) -> None:
-    """The real approval service (issue 8) behind the gateway's port: the call waits, an
-    approver (the agent's owner) approves, the call runs once and the approval cannot be spent again."""
+    """The real approval service (issue 8) behind the gateway's port: the call waits, the
+    agent's owner approves, the call runs once and the approval cannot be spent again."""
     gw = _setup(live, tmp_path, upstream[0], taint="approval_required", approvals=None)
     gw.t.gateway.approvals = live.approvals
     answer: dict[str, Any] = {}

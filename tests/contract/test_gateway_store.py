@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from tessera.clock import ManualClock
+from tessera.signals.tailer import EventTailer
 from tessera.store import tables as t
 from tessera.store.sql_gateway import TAINTED_EVENT, SqlBudgetReservations, SqlSessionTaint
-from tessera.store.sql_policy import EventHead
 from tessera.store.sql_store import SqlStore
 from tessera.tokens.sessions import SessionRecord
 
@@ -41,8 +41,10 @@ def _session(store: SqlStore, sid: str, budgets: dict[str, int]) -> None:
 
 
 def test_taint_is_shared_between_nodes_and_written_once(store: SqlStore) -> None:
-    head = EventHead(store.engine)
-    node_a, node_b = SqlSessionTaint(store, head), SqlSessionTaint(store, head)
+    # Each node follows the log with its own tailer (the caches key on its position).
+    tail_a, tail_b = EventTailer(store, store.clock), EventTailer(store, store.clock)
+    node_a = SqlSessionTaint(store, tail_a.ensure_fresh)
+    node_b = SqlSessionTaint(store, tail_b.ensure_fresh)
     assert not node_b.is_tainted("ses_1")  # node B caches "clean" at this head
     node_a.taint("ses_1", "tools/fetch_url")
     node_a.taint("ses_1", "tools/other")  # a second mark changes nothing

@@ -147,8 +147,10 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
     _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
     _seed_demo_baselines(t, created)
+    stream = _load_demo_signals(t, key_dir)
     return {
         "loaded": True,
+        "ssf_stream": stream,
         "operator": DEMO_OPERATOR,
         "users": ["alice", "bob"],
         "agents": created,
@@ -217,6 +219,25 @@ def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer:
     t.rebac.write_tuples([RelationTuple(*row) for row in rows], actor="demo")
 
 
+def _load_demo_signals(t: Tessera, key_dir: Path) -> str:
+    """A SIEM that polls Tessera's SSF stream (session-revoked, account-disabled); its API key
+    (a service credential with scope ssf.manage) goes to ``<key dir>/siem.api-key``."""
+    from tessera.signals.caep import ACCOUNT_DISABLED, SESSION_REVOKED
+    from tessera.signals.model import POLL
+
+    reg = t.identity.register_service(
+        "siem",
+        description="Demo SSF receiver (polls CAEP/RISC events)",
+        scopes=["ssf.manage"],
+        api_key=True,
+        actor="demo",
+    ).value
+    assert reg.api_key is not None  # noqa: S101 - requested above
+    write_private_file(key_dir / "siem.api-key", reg.api_key.secret + "\n")
+    body = {"delivery": {"method": POLL}, "events_requested": [SESSION_REVOKED, ACCOUNT_DISABLED]}
+    return str(t.signals.transmitter.create(reg.service.id, body)["stream_id"])
+
+
 @demo_app.command("load")
 def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Load the demo data set (idempotent)."""
@@ -228,7 +249,7 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         console.print(
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
             f"agents research-assistant, summarizer and mcp-client, relationship model with "
-            f"7 tuples; "
+            f"7 tuples, SSF stream {result['ssf_stream']} for service siem; "
             f"keys in {result['key_dir']}",
             markup=False,
         )

@@ -656,6 +656,7 @@ def _register_extra_commands() -> None:
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
         rebac,  # noqa: F401 - registers the `rebac` group
         sessions,  # noqa: F401 - registers `session`, dev token helpers
+        signals,  # noqa: F401 - registers the `signals` group (streams, tail)
     )
 
 

@@ -126,6 +126,29 @@ def open_private_key(blob: bytes, kek: bytes, kid: str) -> SigningKey:
     return SigningKey(kid=kid, alg=alg, private_jwk=data["jwk"])
 
 
+def seal_secret(secret: str, key: bytes, context: str) -> str:
+    """Encrypt a short secret Tessera must send later (e.g. an SSF push ``Authorization``
+    header): base64url of version byte, 12-byte nonce, AES-GCM ciphertext; ``context`` is
+    the associated data (the owning record's id), so a sealed value cannot be moved."""
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, secret.encode(), context.encode())
+    return base64.urlsafe_b64encode(_SEAL_VERSION + nonce + ct).decode().rstrip("=")
+
+
+def open_secret(blob: str, key: bytes, context: str) -> str:
+    """Decrypt ``seal_secret``'s output; a wrong key, context or any modified byte raises."""
+    try:
+        raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+    except ValueError as exc:
+        raise KeySealError(detail="sealed secret is not base64url") from exc
+    if len(raw) < 1 + 12 + 16 or raw[:1] != _SEAL_VERSION:
+        raise KeySealError(detail="unknown sealed secret format")
+    try:
+        return AESGCM(key).decrypt(raw[1:13], raw[13:], context.encode()).decode()
+    except InvalidTag as exc:
+        raise KeySealError(detail="sealed secret failed authentication") from exc
+
+
 def public_jwks(keys: list[dict[str, Any]]) -> dict[str, Any]:
     """A JWK Set document (RFC 7517 §5) of public JWKs."""
     return {"keys": [dict(k) for k in keys]}

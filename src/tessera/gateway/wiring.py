@@ -16,18 +16,15 @@ from tessera.gateway.service import AgentDpopPolicy, McpGateway, replay_once
 from tessera.gateway.transport import SessionBinder
 from tessera.pdp.service import StoredLiveness
 from tessera.store.sql_gateway import SqlBudgetReservations, SqlSessionTaint
-from tessera.store.sql_policy import EventHead
 from tessera.tokens.upstream import UpstreamTokenExchange
 
 GATEWAY_SCOPE: Final = "pdp.evaluate"
 
 
 def _head(app: Any) -> Any:
-    """The node's one ``EventHead``: it keeps a driver connection per thread, so every user
-    must share it or the pool runs dry."""
-    if app.event_head is None:
-        app.event_head = EventHead(app.store.engine)
-    return app.event_head
+    """What the gateway's caches compare to know the log moved: the node's event tailer's
+    position, fresh within the staleness bound (``StaleState`` otherwise: fail closed)."""
+    return app.tailer.ensure_fresh
 
 
 def durable_taint(app: Any) -> SqlSessionTaint:
@@ -71,7 +68,7 @@ def build_gateway(app: Any, path: Path) -> McpGateway:
         binder=SessionBinder(session_key),
         audit=app.audit,
         approvals=app.approvals,  # tessera.approvals.service.ApprovalService
-        liveness=StoredLiveness(app.store, app.clock, app.tokens, head),
+        liveness=StoredLiveness(app.store, app.clock, app.tokens, app.tailer),
         token_endpoint=app.tokens.token_endpoint,
     )
 

@@ -360,10 +360,12 @@ def get_session(sid: str, tessera: TesseraDep, _actor: Actor) -> dict[str, Any]:
 
 @router.post("/sessions/{sid}/revoke", response_model=s.SessionsRevoked)
 def revoke_session(
-    sid: str, body: s.StatusChange, tessera: TesseraDep, actor: Actor
+    sid: str, body: s.StatusChange, tessera: TesseraDep, actor: Actor, response: Response
 ) -> dict[str, Any]:
     """Revoke a session and its whole delegation subtree."""
     revoked = tessera.sessions.revoke_session(sid, body.reason or "revoked by admin", actor=actor)
+    if revoked:  # this node's last write: at least as late as the revocation (signals)
+        response.headers[CT_HEADER] = encode_consistency_token(tessera.store.last_written_seq)
     return {"revoked": revoked}
 
 

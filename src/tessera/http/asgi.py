@@ -113,6 +113,7 @@ def create_app(tessera: Tessera) -> FastAPI:
         gateway.install(app, attach_gateway(tessera))
     if tessera.config.dev_mode:  # the demo's upstream MCP server (examples/gateway)
         __import__("tessera.http.demo_upstream").http.demo_upstream.install(app)
+    __import__("tessera.http.signals").http.signals.install(app, tessera)  # tailer, SSF
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:
@@ -126,12 +127,15 @@ def create_app(tessera: Tessera) -> FastAPI:
         responses={503: {"description": "not ready"}},
     )
     def readyz() -> Any:
-        """Readiness: the store answers and a signing key is available."""
+        """Readiness: the store answers, a signing key is available and the node follows the
+        event log within the staleness bound."""
         try:
             tessera.store.ping()
             tessera.keyring.active_key()
         except TesseraError as exc:
             return problem(503, "not_ready", "Not ready", exc.message)
+        if tessera.tailer.running and not tessera.tailer.is_fresh():  # signals: fail closed
+            return problem(503, "stale_state", "Not ready", "the event log is not being followed")
         return {"status": "ready"}
 
     @app.get("/.well-known/jwks.json", tags=["keys"])
@@ -146,7 +150,13 @@ def create_app(tessera: Tessera) -> FastAPI:
     # Per client address and endpoint: rate per second, bursts of twice that (0 disables).
     app.add_middleware(
         RateLimit,
-        prefixes=("/oauth/", "/access/", "/console/api/", "/mcp/"),
+        prefixes=(
+            "/oauth/",
+            "/access/",
+            "/console/api/",
+            "/mcp/",
+            "/ssf/",
+        ),  # /ssf/: pushed SETs are audited
         rate=float(tessera.config.rate_limit),
         burst=float(2 * tessera.config.rate_limit),
     )

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from tessera.app import Tessera
 from tessera.errors import InvalidInput, TesseraError, Unauthenticated
+from tessera.http import signals
 from tessera.http.problems import problem
 from tessera.pdp.agents import Caller
 from tessera.pdp.model import parse_evaluation, parse_evaluations
@@ -88,6 +89,7 @@ async def evaluation(request: Request) -> Response:
         caller = _caller(tessera, request)
         body = await _body(request)
         req = parse_evaluation(body)
+        await run_in_threadpool(signals.at_least, tessera, body)  # context.consistency_token
         # in a worker thread: the answer waits for its audit record to be durable
         decision = await run_in_threadpool(
             tessera.pdp.point.evaluate, req, caller, request_id=_request_id(request)
@@ -103,6 +105,7 @@ async def evaluations(request: Request) -> Response:
         caller = _caller(tessera, request)
         body = await _body(request)
         reqs, semantic = parse_evaluations(body)
+        await run_in_threadpool(signals.at_least, tessera, body)  # context.consistency_token
         decisions = await run_in_threadpool(
             tessera.pdp.point.evaluate_many,
             reqs,

@@ -29,7 +29,10 @@ class CallerStore(Protocol):
 
 
 class ServiceAuthenticator:
-    def __init__(self, keys: KeyLookup, issuer: str, store: CallerStore) -> None:
+    def __init__(
+        self, keys: KeyLookup, issuer: str, store: CallerStore, *, scope: str = PDP_SCOPE
+    ) -> None:
+        self._scope = scope  # pdp.evaluate here; ssf.manage for SSF stream management
         self._keys = keys
         self._issuer = issuer
         self._store = store
@@ -60,8 +63,8 @@ class ServiceAuthenticator:
         svc = tx.services.get(service_id)
         if svc is None or svc.status != "active":
             raise Unauthenticated("the caller is not an active service")
-        if PDP_SCOPE not in svc.scopes:
-            raise Forbidden(f"the {PDP_SCOPE} scope is required")
+        if self._scope not in svc.scopes:
+            raise Forbidden(f"the {self._scope} scope is required")
         return svc
 
     def _api_key(self, key_hash: str) -> Caller:
@@ -95,8 +98,8 @@ class ServiceAuthenticator:
         if claims.get("token_use") != "service" or claims.get("sub") != claims.get("client_id"):
             raise Unauthenticated("the credential is not valid")
         scopes = str(claims.get("scope", "")).split()
-        if PDP_SCOPE not in scopes:
-            raise Forbidden(f"the {PDP_SCOPE} scope is required")
+        if self._scope not in scopes:
+            raise Forbidden(f"the {self._scope} scope is required")
         with self._store.read() as tx:
             svc = self._service(tx, str(claims["sub"]))
         return Caller(svc.id, svc.name, "token"), float(claims["exp"])

@@ -3,7 +3,8 @@ versions, and caller authentication, wired over the store (``build_pdp``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from tessera.pdp.ports import (
     NoopRecorder,
 )
 from tessera.policy.service import PolicyService
+from tessera.signals.events import Event
+from tessera.signals.tailer import EventTailer
 
 MAX_LIVENESS_CACHE = 50_000
 
@@ -44,33 +47,52 @@ class RebacServiceRelations:
         return bool(self._rebac.check(user, relation, object, context=context or None).allowed)
 
 
+LIVENESS_EVENT_PREFIXES = ("session.revoked", "agent.", "operator.", "user.", "model.")
+
+
 class StoredLiveness:
     """Is a session still live? ``TokenService.session_is_live`` over the stored session,
-    remembered per token until the event log moves (every revocation and lifecycle change
-    appends an event, decisions.md 3-4) or ``max_age`` seconds pass (time-based expiry).
-    With ``event_head`` each decision costs one tiny read; without it, a full check."""
+    remembered per token until an event that can end a session arrives through the node's
+    event tailer (``session.revoked`` and every agent/operator/user/model change,
+    decisions.md 3-4), the session or its agent expires, or ``max_age`` seconds pass (a
+    backstop). Revocation therefore reaches this cache only through the log. The hot path reads
+    nothing from the store; a node whose tailer is stale raises ``StaleState`` and the
+    decision is a deny with reason ``stale_state`` (DESIGN 6)."""
 
     def __init__(
         self,
         store: Any,
         clock: Clock,
         tokens: Any,
-        event_head: Callable[[], int] | None,
-        max_age: float = 1.0,
+        tailer: EventTailer,
+        max_age: float = 60.0,
     ) -> None:
         self._store = store
         self._clock = clock
         self._tokens = tokens
-        self._head = event_head
+        self._tailer = tailer
         self._max_age = max_age
-        self._cache: dict[str, tuple[bool, str, int, float]] = {}
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._cache: dict[str, tuple[bool, str, float]] = {}
+        tailer.subscribe("session-liveness", self.on_events)
+
+    def on_events(self, _tx: Any, events: Sequence[Event]) -> None:
+        """Tailer subscriber: forget every answer when a session may have ended."""
+        if any(e.type.startswith(LIVENESS_EVENT_PREFIXES) for e in events):
+            with self._lock:
+                self._cache.clear()
+                self._epoch += 1
 
     def __call__(self, token_hash: str, sid: str) -> tuple[bool, str]:
+        self._tailer.ensure_fresh()  # StaleState: fail closed
         now = self._clock.timestamp()
-        head = self._head() if self._head is not None else -1
-        hit = self._cache.get(token_hash)
-        if hit is not None and head >= 0 and hit[2] == head and now - hit[3] < self._max_age:
+        with self._lock:
+            hit = self._cache.get(token_hash)
+            epoch = self._epoch
+        if hit is not None and now < hit[2]:
             return hit[0], hit[1]
+        until = now + self._max_age
         with self._store.read() as raw:
             tx = self._tokens.view(raw)  # identity reads from the event-fed cache
             rec = tx.sessions.find_by_token_hash(token_hash)
@@ -79,9 +101,16 @@ class StoredLiveness:
             else:
                 ok, why = self._tokens.session_is_live(tx, rec, self._clock.now())
                 live, reason = bool(ok), str(why)
-        if len(self._cache) >= MAX_LIVENESS_CACHE:
-            self._cache.clear()
-        self._cache[token_hash] = (live, reason, head, now)
+                agent = tx.agents.get(rec.agent_id)
+                for expiry in (rec.expires_at, agent.expires_at if agent else None):
+                    if expiry is not None:
+                        until = min(until, expiry.timestamp())
+        with self._lock:
+            # INVARIANT: an answer read before an invalidating event is never kept.
+            if epoch == self._epoch:
+                if len(self._cache) >= MAX_LIVENESS_CACHE:
+                    self._cache.clear()
+                self._cache[token_hash] = (live, reason, until)
         return live, reason
 
 
@@ -95,7 +124,7 @@ def build_pdp(
     rebac: Any,
     recorder: DecisionRecorder | None = None,
     attributes: AttributeSource | None = None,
-    event_head: Callable[[], int] | None = None,
+    tailer: EventTailer | None = None,
     user_ref: Callable[[str], str] | None = None,
     budgets: BudgetLedger | None = None,
     behaviour: BehaviourScorer | None = None,
@@ -104,8 +133,10 @@ def build_pdp(
     """Wire the PDP. Session liveness is checked on every decision (``StoredLiveness``),
     so a revocation applies to the next decision."""
 
-    liveness = StoredLiveness(store, clock, tokens, event_head)
+    node_tailer: EventTailer = tailer or tokens.tailer
+    liveness = StoredLiveness(store, clock, tokens, node_tailer)
     policies = PolicyService(store, clock)
+    node_tailer.subscribe("policy", policies.on_events)
     recorder = recorder or NoopRecorder()
     attributes = attributes or MemoryAttributes()
     point = DecisionPoint(

@@ -9,7 +9,7 @@ version at most once per ``refresh_interval`` seconds, so a bundle applied by th
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +110,12 @@ class PolicyService:
         if stored is None:
             raise NotFound("the applied version vanished")
         return stored
+
+    def on_events(self, _tx: Any, events: Sequence[Any]) -> None:
+        """Event tailer subscriber: a ``policy.applied`` on any node re-reads the active
+        version on the next decision instead of after the refresh interval."""
+        if any(e.type == POLICY_APPLIED for e in events):
+            self._checked = float("-inf")
 
     def activate(self, version: int, *, actor: str) -> None:
         """Roll back (or forward) to a stored version."""

@@ -3,13 +3,14 @@
 Writes go to the store in one transaction with ONE ``rebac.tuples_written`` event per batch
 (the outbox, DESIGN 6); the event's consistency token is the write's acknowledgement.
 Queries are answered by a ``RebacEngine`` over a ``MemoryTupleIndex`` that is loaded once
-and then kept fresh by tailing the event log from the index's last applied sequence
-(DESIGN 5: reads never wait on disk in the common case):
+and then kept fresh by the node's event tailer (``tessera.signals.tailer``), which hands it
+every batch of events after the index's sequence (DESIGN 5: reads never wait on disk in
+the common case):
 
-* a query that carries ``at_least`` (a consistency token) first catches up to it;
-* a query on an index whose last successful catch-up is older than ``staleness`` seconds
-  catches up first; if the store cannot be read, it fails closed (``RebacStale``, 503);
-* a node's own writes mark the index dirty, so the next query on this node sees them.
+* a query that carries ``at_least`` (a consistency token) waits until the tailer reached it;
+* a query on a node whose tailer could not read the log within ``staleness`` seconds fails
+  closed (``RebacStale``, 503 ``stale_state``);
+* a node's own writes are visible to its next query (the tailer catches up to them).
 
 Agent subjects: an agent appears in tuples as ``agent:<agent id>`` (the OAuth ``client_id``,
 ``agt_...``). Decommissioning an agent deletes every tuple whose user is that agent (or a
@@ -20,14 +21,13 @@ userset of it) or whose object is that agent, in the identity change's transacti
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from tessera.clock import Clock
-from tessera.errors import InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable, Unavailable
+from tessera.errors import InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
 from tessera.identity.service import Written
 from tessera.rebac.dsl import parse_dsl
 from tessera.rebac.engine import Limits, ListResult, RebacEngine
@@ -55,19 +55,17 @@ from tessera.rebac.storage import (
     record_changes,
 )
 from tessera.signals.events import Event, decode_consistency_token, encode_consistency_token
+from tessera.signals.tailer import EventTailer, StaleState, TailerSettings
 
 AGENT_TYPE = "agent"
 
 MAX_BATCH = 10_000  # tuples per transaction
 MAX_MODEL_CHARS = 256 * 1024
-EVENTS_PER_READ = 1000
-MAX_CATCH_UP_ROUNDS = 200  # 200k events; beyond that a query fails closed
 
 
-class RebacStale(Unavailable):
+class RebacStale(StaleState):
     """The in-memory index could not be brought up to date: fail closed (DESIGN 6)."""
 
-    code = "stale_state"
     title = "Relationship state is stale"
 
 
@@ -134,19 +132,21 @@ class RebacService:
         *,
         limits: Limits | None = None,
         staleness: float = 1.0,
+        tailer: EventTailer | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._limits = limits or Limits()
-        self._staleness = staleness
-        self._lock = threading.Lock()  # one catch-up at a time; readers never take it
+        # One tailer per node (app.py); a service built alone follows the log inline.
+        self._tailer = tailer or EventTailer(
+            store, clock, TailerSettings(staleness=staleness, poll_interval=staleness / 5)
+        )
         self._index: MemoryTupleIndex | None = None
         self._engine: RebacEngine | None = None
         self._model_id: str | None = None
         self._seq = 0
-        self._synced_at = float("-inf")
-        self._dirty = False
         self._validator: tuple[str, RebacEngine] | None = None
+        self._tailer.subscribe("rebac-index", self.on_events)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -169,7 +169,6 @@ class RebacService:
                 MODEL_APPLIED, stored.id, {"id": stored.id, "types": len(model.types)}, actor
             )
             tx.rebac.add_model(stored, seq)
-        self._dirty = True
         return Written(stored, tx.consistency_token)
 
     def active_model(self) -> StoredModel:
@@ -222,7 +221,6 @@ class RebacService:
                 tx.rebac.upsert(writes, now)
             if writes or removed:
                 record_changes(tx, "rebac", writes, removed, actor)
-        self._dirty = True
         return Written(TupleChanges(len(writes), len(removed)), tx.consistency_token)
 
     def delete_tuples(
@@ -277,7 +275,6 @@ class RebacService:
         removed = tx.rebac.delete_for_subject(f"{AGENT_TYPE}:{subject}")
         if removed:
             record_changes(tx, subject, [], removed, "system", reason=event)
-            self._dirty = True
 
     # -- queries --------------------------------------------------------------------------
 
@@ -354,8 +351,7 @@ class RebacService:
 
     def refresh(self) -> int:
         """Catch up with the event log now; return the index's sequence."""
-        with self._lock:
-            self._sync()
+        self._fresh(None)
         return self._seq
 
     def _fresh(
@@ -364,65 +360,38 @@ class RebacService:
         for t in contextual:
             check_tuple_fields(t)
         want = decode_consistency_token(at_least) if at_least else 0
-        if self._needs_sync(want):
-            with self._lock:
-                if self._needs_sync(want):
-                    try:
-                        self._sync()
-                    except StoreUnavailable as exc:
-                        # INVARIANT: never answer from an index older than the bound or
-                        # older than what the caller asked for.
-                        if self._index is None or want > self._seq or self._too_old():
-                            raise RebacStale(
-                                "relationship state could not be refreshed", detail=exc.detail
-                            ) from exc
-        if want > self._seq:
-            raise InvalidInput(
-                "the consistency token is ahead of this store's event log",
-                code="invalid_consistency_token",
-            )
+        try:
+            # INVARIANT: never answer from state older than the bound or older than what
+            # the caller asked for (the tailer raises StaleState / invalid token).
+            self._tailer.ensure_fresh(want)
+            if self._index is None:
+                with self._tailer.exclusive():
+                    if self._index is None:
+                        self._load()
+        except RebacStale:
+            raise
+        except (StaleState, StoreUnavailable) as exc:
+            raise RebacStale(
+                "relationship state could not be refreshed", detail=exc.detail or exc.message
+            ) from exc
         engine = self._engine
         if engine is None:
             raise NoModel()
         return engine, self._seq
 
-    def _too_old(self) -> bool:
-        return self._clock.timestamp() - self._synced_at >= self._staleness
-
-    def _needs_sync(self, want: int) -> bool:
-        return self._index is None or self._dirty or want > self._seq or self._too_old()
-
-    def _sync(self) -> None:
-        """Load the index (first use) or apply the events after its sequence."""
-        # Cleared before reading, so a write committed meanwhile marks it again.
-        self._dirty = False
-        try:
-            self._catch_up()
-        except BaseException:
-            self._dirty = True
-            raise
-
-    def _catch_up(self) -> None:
+    def on_events(self, tx: RebacTx, events: Sequence[Event]) -> None:
+        """Event tailer subscriber: apply model and tuple changes after the index's sequence."""
         if self._index is None:
-            self._load()
-        rounds = 0
-        while True:
-            with self._store.read() as tx:
-                events = tx.events.read_after(self._seq, EVENTS_PER_READ)
-                for e in events:
-                    self._apply(tx, e)
-                    self._seq = e.seq
-            if len(events) < EVENTS_PER_READ:
-                break
-            rounds += 1
-            if rounds >= MAX_CATCH_UP_ROUNDS:
-                raise RebacStale("relationship index is too far behind the event log")
-        self._synced_at = self._clock.timestamp()
+            return  # not loaded yet: the load reads a snapshot that includes these
+        for e in events:
+            if e.seq <= self._seq:
+                continue
+            self._apply(tx, e)
+            self._seq = e.seq
 
     def _load(self) -> None:
-        # The head is read before the tuples: a write that commits in between is in the
-        # snapshot *and* replayed from the log, which is harmless (writes are upserts,
-        # deletes remove), while reading the head last could skip it.
+        # Called under the tailer's lock: no batch is dispatched meanwhile, and every event
+        # up to the head is in this snapshot; the tailer delivers the later ones.
         with self._store.read() as tx:
             head = tx.events.head()
             stored = tx.rebac.active_model()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from tessera.clock import utc
 from tessera.policy.service import StoredBundle
@@ -69,34 +68,3 @@ class SqlPolicyRepo:
     def list(self, limit: int = 50) -> list[StoredBundle]:
         rows = self._c.execute(select(_P).order_by(_P.c.version.desc()).limit(limit)).all()
         return [_stored(r) for r in rows]
-
-
-_HEAD_SQL = "SELECT COALESCE(MAX(seq), 0) FROM events"
-
-
-class EventHead:
-    """The event log's last sequence number: the decision point's per-decision revocation
-    check (a stored change of any kind invalidates its caches). One driver connection per
-    thread, each read its own snapshot (autocommit on SQLite, committed on PostgreSQL), so
-    the check costs one indexed ``MAX`` instead of a pooled checkout."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._local = threading.local()
-
-    def __call__(self) -> int:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._engine.raw_connection()
-            self._local.conn = conn
-        try:
-            cur = conn.cursor()
-            cur.execute(_HEAD_SQL)
-            row = cur.fetchone()
-            cur.close()
-            conn.commit()
-        except Exception:
-            self._local.conn = None
-            conn.invalidate() if hasattr(conn, "invalidate") else None
-            raise
-        return int(row[0]) if row else 0

@@ -107,6 +107,9 @@ class SqlStore:
         # polling in SQLite's busy handler (whose sleeps create convoys under load); other
         # processes (the CLI) still wait through busy_timeout.
         self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # The last event this node committed: the event tailer catches up to it before the
+        # node's next read, so a node always sees its own writes (signals.tailer).
+        self.last_written_seq = 0
 
     @property
     def backend(self) -> str:
@@ -123,6 +126,7 @@ class SqlStore:
                 yield tx
             if tx.events.last_seq is not None:
                 tx.consistency_token = encode_consistency_token(tx.events.last_seq)
+                self.last_written_seq = max(self.last_written_seq, tx.events.last_seq)
 
     @contextmanager
     def read(self) -> Iterator[SqlTx]:

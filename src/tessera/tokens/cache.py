@@ -1,79 +1,73 @@
 """An in-memory view of identity records for the token hot path, kept fresh by the event log.
 
-Every request first *syncs*: it reads the events written since the cache's version (usually
-one or two ``session.*`` rows) and, if any changes an identity record, clears the cache. An
-entry read from the store is kept only if no clear happened since the reading request
-synced, so a request that read old data can never put it back after a newer change
-(DESIGN 5: reads are served from memory, kept fresh by the event log).
+The cache subscribes to the node's ``EventTailer`` (``tessera.signals.tailer``): a batch of
+events that changes an identity record clears it, a ``key.*`` event also drops the key
+ring's cache. Each request first makes sure the tailer is fresh; an entry read from the
+store is kept only if no clear happened since the request started (its *epoch*), so a
+request that read old data can never put it back after a newer change (DESIGN 5: reads are
+served from memory, kept fresh by the event log). When the tailer is stale the request
+bypasses the cache and reads its own transaction (the store is the truth).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from tessera.identity.model import Agent, Credential, ModelArtifact, Operator, Service, User
+from tessera.signals.events import Event
+from tessera.signals.tailer import EventTailer, StaleState
 
 T = TypeVar("T")
 IDENTITY_EVENT_PREFIXES = ("operator.", "agent.", "user.", "model.", "credential.", "service.")
-MAX_EVENTS_PER_SYNC = 500
 MAX_ENTRIES = 100_000
 
 
-class _EventSource(Protocol):
-    def types_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str]]: ...
-    def head(self) -> int: ...
-
-
 class IdentityCache:
-    def __init__(self, on_key_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, tailer: EventTailer, on_key_change: Callable[[], None] | None = None
+    ) -> None:
         self._lock = threading.Lock()
-        self._version = -1  # event sequence the cache reflects; -1: never synced
+        self._epoch = 0  # moves on every clear
         self._data: dict[tuple[str, str], Any] = {}
         self._on_key_change = on_key_change
+        self.tailer = tailer
+        tailer.subscribe("identity-cache", self.on_events)
 
-    def sync(self, events: _EventSource) -> int:
-        """Bring the cache to the store's current event head; return that version."""
-        with self._lock:
-            version = self._version
-        if version < 0:
-            head = events.head()
+    def on_events(self, _tx: Any, events: Sequence[Event]) -> None:
+        """Tailer subscriber: clear on identity changes, refresh keys on key rotation."""
+        if any(e.type.startswith(IDENTITY_EVENT_PREFIXES) for e in events):
             with self._lock:
-                if self._version < 0:
-                    self._version = head
-                return self._version
-        batch = events.types_after(version, MAX_EVENTS_PER_SYNC)
-        if not batch:
-            return version
-        changed = len(batch) >= MAX_EVENTS_PER_SYNC or any(
-            kind.startswith(IDENTITY_EVENT_PREFIXES) for _, kind in batch
-        )
-        keys_changed = any(kind.startswith("key.") for _, kind in batch)
-        new_version = batch[-1][0]
-        with self._lock:
-            if new_version > self._version:
-                if changed:
-                    self._data.clear()
-                self._version = new_version
-            current = self._version
-        if keys_changed and self._on_key_change is not None:
+                self._data.clear()
+                self._epoch += 1
+        if self._on_key_change is not None and any(e.type.startswith("key.") for e in events):
             self._on_key_change()
-        return current
 
-    def get(self, kind: str, key: str, version: int, load: Callable[[], T | None]) -> T | None:
+    def epoch(self) -> int | None:
+        """The epoch a request may cache under, or None (bypass) when the tailer is stale."""
+        try:
+            self.tailer.ensure_fresh()
+        except StaleState:
+            return None
+        with self._lock:
+            return self._epoch
+
+    def get(self, kind: str, key: str, epoch: int | None, load: Callable[[], T | None]) -> T | None:
+        if epoch is None:
+            return load()
         with self._lock:
             if (kind, key) in self._data:
                 return self._data[(kind, key)]  # type: ignore[no-any-return]
         value = load()
         with self._lock:
-            # INVARIANT: keep a value only if nothing changed since the loader's sync.
-            if version == self._version and len(self._data) < MAX_ENTRIES:
+            # INVARIANT: keep a value only if nothing changed since the request started.
+            if epoch == self._epoch and len(self._data) < MAX_ENTRIES:
                 self._data[(kind, key)] = value
         return value
 
     def view(self, tx: Any) -> CachedIdentity:
-        return CachedIdentity(self, tx, self.sync(tx.events))
+        return CachedIdentity(self, tx, self.epoch())
 
 
 class _Repo:
@@ -83,7 +77,7 @@ class _Repo:
         self._loader = loader
 
     def get(self, ref: str) -> Any:
-        return self._view.cache.get(self._kind, ref, self._view.version, lambda: self._loader(ref))
+        return self._view.cache.get(self._kind, ref, self._view.epoch, lambda: self._loader(ref))
 
 
 class _Models:
@@ -96,7 +90,7 @@ class _Models:
 
     def find_by_digest(self, digest: str) -> ModelArtifact | None:
         return self._view.cache.get(
-            "model", digest, self._view.version, lambda: self._view.tx.models.find_by_digest(digest)
+            "model", digest, self._view.epoch, lambda: self._view.tx.models.find_by_digest(digest)
         )
 
 
@@ -108,7 +102,7 @@ class _Credentials:
         value = self._view.cache.get(
             "credentials",
             f"{owner_kind}:{owner_id}",
-            self._view.version,
+            self._view.epoch,
             lambda: tuple(self._view.tx.credentials.list_for(owner_kind, owner_id)),
         )
         return list(value or ())
@@ -121,10 +115,10 @@ class CachedIdentity:
     """Identity reads for one request: cache first, else the request's own transaction.
     Writes (sessions, replay cache, events) still go to ``tx``."""
 
-    def __init__(self, cache: IdentityCache, tx: Any, version: int) -> None:
+    def __init__(self, cache: IdentityCache, tx: Any, epoch: int | None) -> None:
         self.cache = cache
         self.tx = tx
-        self.version = version
+        self.epoch = epoch
         self.agents: _Repo = _Repo(self, "agent", tx.agents.get)
         self.operators: _Repo = _Repo(self, "operator", tx.operators.get)
         self.users: _Repo = _Repo(self, "user", tx.users.get)

@@ -6,6 +6,7 @@ identity layer checked now); revoking any token revokes its whole delegation sub
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from tessera.clock import Clock
 from tessera.crypto.hashing import hash_token
 from tessera.crypto.keyring import KeyRing
 from tessera.errors import NotFound
+from tessera.signals.tailer import StaleState
 from tessera.tokens.client_auth import AuthenticatedClient
 from tessera.tokens.oauth_errors import OAuthError
 from tessera.tokens.ports import TokenStore, TokenTx
@@ -22,6 +24,7 @@ from tessera.tokens.service import TokenService
 from tessera.tokens.sessions import SessionRecord
 
 INACTIVE: dict[str, Any] = {"active": False}
+log = logging.getLogger("tessera.tokens")
 
 
 class SessionAuthority:
@@ -58,6 +61,12 @@ class SessionAuthority:
             token = form.get("token")
             if not token:
                 raise OAuthError("invalid_request", "token is required")
+            try:
+                self._tokens.tailer.ensure_fresh()
+            except StaleState:
+                # DESIGN 6: a node that cannot follow the event log fails closed.
+                log.warning("introspection answered inactive: stale_state")
+                return dict(INACTIVE)
             found = self._lookup(tx, token, now)
             if found is None:
                 return dict(INACTIVE)

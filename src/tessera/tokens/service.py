@@ -17,6 +17,7 @@ from tessera.crypto.nonce import DpopNonceIssuer
 from tessera.identity.lifecycle import agent_unusable_reason
 from tessera.identity.model import UserStatus
 from tessera.ids import new_id
+from tessera.signals.tailer import EventTailer
 from tessera.tokens.attestation import resolve_model_digest
 from tessera.tokens.cache import CachedIdentity, IdentityCache
 from tessera.tokens.claims import build_session_claims
@@ -62,6 +63,7 @@ class TokenService:
         trusted: TrustedIssuers,
         nonces: DpopNonceIssuer | None,
         spiffe_bundles: SpiffeBundles | None = None,
+        tailer: EventTailer | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -70,7 +72,9 @@ class TokenService:
         self.token_endpoint = f"{issuer}/oauth/token"
         self._trusted = trusted
         self.nonces = nonces
-        self._cache = IdentityCache(on_key_change=keyring.invalidate)
+        # One tailer per node (app.py); a service built alone follows the log inline.
+        self.tailer = tailer or EventTailer(store, clock)
+        self._cache = IdentityCache(self.tailer, on_key_change=keyring.invalidate)
         self.spiffe_bundles = spiffe_bundles
 
     def view(self, raw_tx: Any) -> CachedIdentity:
