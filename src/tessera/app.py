@@ -30,11 +30,14 @@ from tessera.identity.service import (
 )
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
+from tessera.posture.review import ReviewService
+from tessera.posture.service import PostureService
 from tessera.rebac.service import RebacService
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
 from tessera.store.sql_policy import EventHead
 from tessera.store.sql_store import SqlStore
+from tessera.tokens.ceiling_cascade import CeilingCascade
 from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
 from tessera.tokens.issuers import (
     ACCESS_TOKEN_TYPE,
@@ -66,6 +69,8 @@ class Tessera:
     rebac: RebacService
     pdp: PdpService
     dev_issuer_key: SigningKey | None = None
+    posture: PostureService | None = None  # issue 11: scanner, findings, schedule
+    reviews: ReviewService | None = None  # issue 11: access review campaigns
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -93,7 +98,7 @@ def build(
         store,
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
-        cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle),
+        cascade=CombinedCascade(LifecycleCascade(clock), rebac.on_lifecycle, CeilingCascade(clock)),
     )
     keyring = KeyRing(store, clock, kek)
     issuers = load_trusted_issuers(
@@ -114,6 +119,8 @@ def build(
         spiffe_bundles=load_spiffe_bundles(config.spiffe_bundles_file),
     )
     audit = build_audit(config, clock, engine, keyring)
+    sessions = SessionAuthority(store, clock, keyring, tokens)
+    posture, reviews = build_posture(config, clock, store, identity, sessions)
     return Tessera(
         config=config,
         clock=clock,
@@ -123,7 +130,7 @@ def build(
         admin_tokens=AdminTokens(store, clock),
         user_rights=StoredUserGrants(store),
         tokens=tokens,
-        sessions=SessionAuthority(store, clock, keyring, tokens),
+        sessions=sessions,
         audit=audit,
         rebac=rebac,
         pdp=build_pdp(
@@ -139,7 +146,63 @@ def build(
             budgets=SessionBudgets(store),
         ),
         dev_issuer_key=dev_key,
+        posture=posture,
+        reviews=reviews,
     )
+
+
+def build_posture(
+    config: Config,
+    clock: Clock,
+    store: SqlStore,
+    identity: IdentityService,
+    sessions: SessionAuthority,
+) -> tuple[PostureService, ReviewService]:
+    """Posture scanner over one inventory snapshot and one ledger pass, its findings table,
+    remediation through the identity and session services, and access reviews."""
+    from dataclasses import replace
+
+    from tessera.policy.service import PolicyService
+    from tessera.posture.remediation import Remediator
+    from tessera.posture.scanner import PostureScanner
+    from tessera.posture.settings import PostureSettings
+    from tessera.store.sql_posture import SqlAuditUsage, SqlFindingStore, SqlPostureInventory
+    from tessera.store.sql_review import SqlReviewStore
+
+    policies = PolicyService(store, clock)
+
+    def with_bundle(settings: PostureSettings) -> PostureSettings:
+        active = policies.active()
+        return (
+            replace(settings, scope_types=dict(active.bundle.scope_types)) if active else settings
+        )
+
+    settings = PostureSettings(
+        dormant_days=config.posture_dormant_days,
+        usage_window_days=config.posture_window_days,
+        key_rotation_days=config.posture_key_rotation_days,
+        max_agent_lifetime_days=config.agent_max_lifetime_days,
+        max_delegation_depth=config.posture_max_delegation_depth,
+    )
+    scanner = PostureScanner(
+        SqlPostureInventory(store.engine),
+        SqlAuditUsage(store.engine),
+        clock,
+        settings,
+        refresh=with_bundle,
+    )
+    reviews = ReviewService(
+        SqlReviewStore(store), identity, clock, default_on_expiry=config.review_on_expiry
+    )
+    posture = PostureService(
+        scanner,
+        SqlFindingStore(store.engine),
+        Remediator(identity, sessions),
+        clock,
+        interval=float(config.posture_interval),
+        on_schedule=[reviews.close_expired],
+    )
+    return posture, reviews
 
 
 class CombinedCascade:

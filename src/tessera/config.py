@@ -41,6 +41,13 @@ class Config:
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
     outbound_allow_private: bool = False
+    # posture and access review (issue 11); posture_interval 0 disables scheduled scans
+    posture_interval: int = 3600
+    posture_dormant_days: int = 30
+    posture_window_days: int = 30
+    posture_key_rotation_days: int = 90
+    posture_max_delegation_depth: int = 5
+    review_on_expiry: str = "revoke"
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,7 +150,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
         outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
+        posture_interval=_int(env, "TESSERA_POSTURE_INTERVAL", 3600, 0, 7 * 86_400),
+        posture_dormant_days=_int(env, "TESSERA_POSTURE_DORMANT_DAYS", 30, 1, 3650),
+        posture_window_days=_int(env, "TESSERA_POSTURE_WINDOW_DAYS", 30, 1, 3650),
+        posture_key_rotation_days=_int(env, "TESSERA_POSTURE_KEY_ROTATION_DAYS", 90, 1, 3650),
+        posture_max_delegation_depth=_int(env, "TESSERA_POSTURE_MAX_DELEGATION_DEPTH", 5, 0, 25),
+        review_on_expiry=_choice(env, "TESSERA_REVIEW_ON_EXPIRY", "revoke", ("revoke", "keep")),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise ConfigError(f"{name}: one of {', '.join(allowed)}, got {raw!r}")
+    return raw
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

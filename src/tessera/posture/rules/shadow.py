@@ -1,0 +1,42 @@
+"""Shadow agents: client ids that tried to get tokens (failed client authentication at the
+token endpoint, ``oauth.client_auth_failed``) or presented agent tokens to a decision point
+(``pdp.*`` denied with ``invalid_token``) without being registered. Something is running
+as an agent that nobody registered, or a decommissioned agent's workload is still up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tessera.posture.finding import Finding, Remediation, Severity, SubjectKind
+from tessera.posture.inventory import Inventory, UsageSummary
+from tessera.posture.rules._common import when
+from tessera.posture.settings import PostureSettings
+
+
+class ShadowClients:
+    id = "shadow_client"
+    title = "Unregistered client calling token endpoint or decision point"
+
+    def evaluate(
+        self, inv: Inventory, usage: UsageSummary, settings: PostureSettings
+    ) -> Iterator[Finding]:
+        known = inv.agent_ids | inv.services
+        for client, seen in sorted(usage.failed_clients.items()):
+            if client in known:
+                continue
+            yield Finding(
+                self.id,
+                Severity.HIGH if seen.count >= 10 else Severity.MEDIUM,
+                SubjectKind.CLIENT,
+                client,
+                f"unregistered client {client} seen {seen.count} time(s)",
+                {
+                    "count": seen.count,
+                    "first_seen": when(seen.first),
+                    "last_seen": when(seen.last),
+                    "sources": sorted(seen.sources),
+                    "reasons": sorted(seen.reasons),
+                },
+                Remediation.REVIEW,
+                {},
+            )
