@@ -84,7 +84,7 @@ class ActorAction:
 
 @dataclass
 class UsageSummary:
-    """What the audit ledger says agents did in ``[since, until)``."""
+    """What the audit ledger says agents did in ``[since, until]``."""
 
     since: datetime
     until: datetime

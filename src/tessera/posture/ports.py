@@ -63,6 +63,7 @@ class FindingStore(Protocol):
         now: datetime,
         stats: dict[str, Any],
         actor: str,
+        keep_rules: frozenset[str] = frozenset(),
     ) -> dict[str, int]: ...
 
     def query(self, q: FindingQuery) -> list[StoredFinding]: ...

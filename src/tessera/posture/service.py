@@ -70,6 +70,7 @@ class PostureService:
                 now=result.finished,
                 stats=result.stats(),
                 actor=actor,
+                keep_rules=frozenset(result.errors),
             )
         return RecordedScan(scan_id, result, counts)
 

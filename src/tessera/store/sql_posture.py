@@ -47,7 +47,7 @@ USAGE_EVENTS = ("session.issued", "pdp.evaluation", "pdp.evaluations", CLIENT_AU
 BATCH = 5000
 _USAGE_SQL = (
     "SELECT event_type, outcome, principal, agent_id, time, body FROM audit_ledger"
-    " WHERE time >= ? AND time < ? AND event_type IN"
+    " WHERE time >= ? AND time <= ? AND event_type IN"
 )
 
 
@@ -210,14 +210,20 @@ class SqlFindingStore:
         now: datetime,
         stats: dict[str, Any],
         actor: str,
+        keep_rules: frozenset[str] = frozenset(),
     ) -> dict[str, int]:
-        """Upsert this scan's findings, resolve open ones it no longer reports, and log the
-        scan; one transaction. Returns counts: new, still open, resolved."""
+        """Upsert this scan's findings, resolve open ones it no longer reports (except for
+        ``keep_rules``: rules that failed this time), and log the scan; one transaction.
+        Returns counts: new, still open, resolved."""
         current = {f.key: f for f in findings}
         with translate_db_errors(), self._engine.connect() as raw:
             conn = raw.execution_options(tessera_write=True)
             with conn.begin():
-                known = {r.key: r.status for r in conn.execute(select(_F.key, _F.status))}
+                known = {
+                    r.key: r.status
+                    for r in conn.execute(select(_F.key, _F.status, _F.rule))
+                    if r.rule not in keep_rules or r.key in current
+                }
                 fresh = [k for k in current if k not in known]
                 seen = [k for k in current if k in known]
                 gone = [k for k, st in known.items() if st == "open" and k not in current]

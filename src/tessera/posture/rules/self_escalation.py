@@ -24,7 +24,7 @@ class SelfEscalation:
     ) -> Iterator[Finding]:
         agents = {a.id: a for a in inv.agents}
         by_actor: dict[str, list[ActorAction]] = {}
-        for action in usage.actor_actions:
+        for action in sorted(usage.actor_actions, key=lambda a: a.time):
             by_actor.setdefault(action.actor, []).append(action)
         for actor, actions in sorted(by_actor.items()):
             agent = agents.get(actor)
