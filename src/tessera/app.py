@@ -196,7 +196,7 @@ def build_posture(
     )
     posture = PostureService(
         scanner,
-        SqlFindingStore(store.engine),
+        SqlFindingStore(store),
         Remediator(identity, sessions),
         clock,
         interval=float(config.posture_interval),

@@ -145,6 +145,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     )
     _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
     _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
+    posture_examples = _load_posture_examples(t, key_dir)
     return {
         "loaded": True,
         "operator": DEMO_OPERATOR,
@@ -152,7 +153,32 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         "agents": created,
         "model": DEMO_MODEL_DIGEST,
         "key_dir": str(key_dir),
+        "posture_examples": posture_examples,
     }
+
+
+def _load_posture_examples(t: Tessera, key_dir: Path) -> list[str]:
+    """An agent that `tessera posture scan` flags: a legacy client secret (a standing
+    credential) and no model attestation. Its secret goes to the demo key dir (0600)."""
+    reg = t.identity.register_agent(
+        "legacy-reporter",
+        operator=DEMO_OPERATOR,
+        owner="bob",
+        purpose="Weekly report bot still on a shared secret (a posture example)",
+        expires_in_days=90,
+        ceiling={
+            "tools": ["docs/read"],
+            "data_scopes": ["doc:*"],
+            "models": [DEMO_MODEL_DIGEST],
+            "budgets": {"tool_calls": 10},
+        },
+        attestation_required=False,
+        legacy_secret=True,
+        actor="demo",
+    ).value
+    if reg.secret is not None:
+        write_private_file(key_dir / "legacy-reporter.secret", reg.secret.secret + "\n")
+    return [reg.agent.id]
 
 
 def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer: str) -> None:
@@ -181,7 +207,8 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     elif result["loaded"]:
         console.print(
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
-            f"agents research-assistant and summarizer, relationship model with 7 tuples; "
+            f"agents research-assistant and summarizer (and legacy-reporter, which "
+            f"`tessera posture scan` flags), relationship model with 7 tuples; "
             f"keys in {result['key_dir']}",
             markup=False,
         )

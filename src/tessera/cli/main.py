@@ -649,6 +649,7 @@ def _register_extra_commands() -> None:
         audit,  # noqa: F401 - registers the `audit` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
+        posture,  # noqa: F401 - registers `posture` and `review` groups
         rebac,  # noqa: F401 - registers the `rebac` group
         sessions,  # noqa: F401 - registers `session`, dev token helpers
     )

@@ -24,6 +24,7 @@ from tessera.store.sql_identity import (
     SqlOperatorRepo,
     SqlUserRepo,
 )
+from tessera.store.sql_store import SqlStore
 from tessera.store.tables_posture import posture_findings, posture_scans
 
 # Ledger records that changed the registry or relationships: an agent as their actor is
@@ -198,8 +199,12 @@ _SEVERITIES = [s.value for s in Severity]
 
 
 class SqlFindingStore:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    """Findings and scan log. Writes go through ``SqlStore.write`` (one writer at a time
+    per process on SQLite, like every other write)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._engine = store.engine
 
     def record(
         self,
@@ -216,76 +221,75 @@ class SqlFindingStore:
         ``keep_rules``: rules that failed this time), and log the scan; one transaction.
         Returns counts: new, still open, resolved."""
         current = {f.key: f for f in findings}
-        with translate_db_errors(), self._engine.connect() as raw:
-            conn = raw.execution_options(tessera_write=True)
-            with conn.begin():
-                known = {
-                    r.key: r.status
-                    for r in conn.execute(select(_F.key, _F.status, _F.rule))
-                    if r.rule not in keep_rules or r.key in current
-                }
-                fresh = [k for k in current if k not in known]
-                seen = [k for k in current if k in known]
-                gone = [k for k, st in known.items() if st == "open" and k not in current]
-                if fresh:
-                    conn.execute(
-                        posture_findings.insert(),
-                        [_row(current[k], scan_id, now, first_seen=now) for k in fresh],
-                    )
-                if seen:
-                    stmt = (
-                        update(posture_findings)
-                        .where(_F.key == bindparam("b_key"))
-                        .values(
-                            severity=bindparam("severity"),
-                            summary=bindparam("summary"),
-                            evidence=bindparam("evidence"),
-                            remediation=bindparam("remediation"),
-                            remediation_args=bindparam("remediation_args"),
-                            agent_id=bindparam("agent_id"),
-                            status="open",
-                            last_seen=bindparam("last_seen"),
-                            resolved_at=None,
-                            scan_id=scan_id,
-                        )
-                    )
-                    rows = []
-                    for k in seen:
-                        r = _row(current[k], scan_id, now, first_seen=now)
-                        rows.append(
-                            {
-                                "b_key": k,
-                                **{
-                                    c: r[c]
-                                    for c in (
-                                        "severity",
-                                        "summary",
-                                        "evidence",
-                                        "remediation",
-                                        "remediation_args",
-                                        "agent_id",
-                                        "last_seen",
-                                    )
-                                },
-                            }
-                        )
-                    conn.execute(stmt, rows)
-                for i in range(0, len(gone), 500):
-                    conn.execute(
-                        update(posture_findings)
-                        .where(_F.key.in_(gone[i : i + 500]))
-                        .values(status="resolved", resolved_at=now)
-                    )
+        with self._store.write() as tx:
+            conn = tx.connection
+            known = {
+                r.key: r.status
+                for r in conn.execute(select(_F.key, _F.status, _F.rule))
+                if r.rule not in keep_rules or r.key in current
+            }
+            fresh = [k for k in current if k not in known]
+            seen = [k for k in current if k in known]
+            gone = [k for k, st in known.items() if st == "open" and k not in current]
+            if fresh:
                 conn.execute(
-                    posture_scans.insert().values(
-                        id=scan_id,
-                        started_at=started,
-                        finished_at=now,
-                        findings=len(current),
-                        stats=json.dumps(stats, sort_keys=True),
-                        actor=actor[:128],
+                    posture_findings.insert(),
+                    [_row(current[k], scan_id, now, first_seen=now) for k in fresh],
+                )
+            if seen:
+                stmt = (
+                    update(posture_findings)
+                    .where(_F.key == bindparam("b_key"))
+                    .values(
+                        severity=bindparam("severity"),
+                        summary=bindparam("summary"),
+                        evidence=bindparam("evidence"),
+                        remediation=bindparam("remediation"),
+                        remediation_args=bindparam("remediation_args"),
+                        agent_id=bindparam("agent_id"),
+                        status="open",
+                        last_seen=bindparam("last_seen"),
+                        resolved_at=None,
+                        scan_id=scan_id,
                     )
                 )
+                rows = []
+                for k in seen:
+                    r = _row(current[k], scan_id, now, first_seen=now)
+                    rows.append(
+                        {
+                            "b_key": k,
+                            **{
+                                c: r[c]
+                                for c in (
+                                    "severity",
+                                    "summary",
+                                    "evidence",
+                                    "remediation",
+                                    "remediation_args",
+                                    "agent_id",
+                                    "last_seen",
+                                )
+                            },
+                        }
+                    )
+                conn.execute(stmt, rows)
+            for i in range(0, len(gone), 500):
+                conn.execute(
+                    update(posture_findings)
+                    .where(_F.key.in_(gone[i : i + 500]))
+                    .values(status="resolved", resolved_at=now)
+                )
+            conn.execute(
+                posture_scans.insert().values(
+                    id=scan_id,
+                    started_at=started,
+                    finished_at=now,
+                    findings=len(current),
+                    stats=json.dumps(stats, sort_keys=True),
+                    actor=actor[:128],
+                )
+            )
         return {"new": len(fresh), "open": len(current), "resolved": len(gone)}
 
     def query(self, q: FindingQuery) -> list[StoredFinding]:
@@ -325,14 +329,12 @@ class SqlFindingStore:
         }
 
     def mark_resolved(self, key: str, now: datetime) -> None:
-        with translate_db_errors(), self._engine.connect() as raw:
-            conn = raw.execution_options(tessera_write=True)
-            with conn.begin():
-                conn.execute(
-                    update(posture_findings)
-                    .where(and_(_F.key == key, _F.status == "open"))
-                    .values(status="resolved", resolved_at=now)
-                )
+        with self._store.write() as tx:
+            tx.connection.execute(
+                update(posture_findings)
+                .where(and_(_F.key == key, _F.status == "open"))
+                .values(status="resolved", resolved_at=now)
+            )
 
 
 def _row(f: Finding, scan_id: str, now: datetime, *, first_seen: datetime) -> dict[str, Any]:
