@@ -78,7 +78,11 @@ def test_dev_up_initialises_loads_demo_serves_and_reuses_data(env: dict[str, str
         token = (Path(env["TESSERA_DATA_DIR"]) / "admin-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
         agents = httpx.get(f"{base}/admin/v1/agents", headers=auth).json()
-        assert sorted(a["name"] for a in agents) == ["research-assistant", "summarizer"]
+        assert sorted(a["name"] for a in agents) == [
+            "legacy-reporter",  # the demo's posture example
+            "research-assistant",
+            "summarizer",
+        ]
         assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
         jwks = httpx.get(f"{base}/.well-known/jwks.json").json()
         assert jwks["keys"][0]["alg"] == "ES256"

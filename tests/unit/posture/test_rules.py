@@ -225,6 +225,16 @@ def test_shadow_client_from_failed_authentication_and_bad_pdp_tokens(t: Tessera)
     assert found["agt_unregistered00000"].evidence["sources"] == ["pdp"]
 
 
+def test_decommissioned_agent_still_trying_is_a_shadow(t: Tessera) -> None:
+    gone = agent(t, "gone")
+    t.identity.decommission_agent(gone, actor="test")
+    failed_auth(t, gone)
+    [f] = scan(t, "shadow_client")
+    assert f.subject == gone
+    assert f.evidence["decommissioned_agent"] is True
+    assert f.severity == Severity.HIGH
+
+
 def test_no_failures_no_shadow(t: Tessera) -> None:
     agent(t, "known")
     assert scan(t, "shadow_client") == []

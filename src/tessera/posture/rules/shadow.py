@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from tessera.identity.model import AgentStatus
 from tessera.posture.finding import Finding, Remediation, Severity, SubjectKind
 from tessera.posture.inventory import Inventory, UsageSummary
 from tessera.posture.rules._common import when
@@ -20,17 +21,22 @@ class ShadowClients:
     def evaluate(
         self, inv: Inventory, usage: UsageSummary, settings: PostureSettings
     ) -> Iterator[Finding]:
-        known = inv.agent_ids | inv.services
+        # A decommissioned agent still trying is a shadow too: its workload outlived it.
+        known = {a.id for a in inv.agents if a.status != AgentStatus.DECOMMISSIONED}
+        known |= inv.services
         for client, seen in sorted(usage.failed_clients.items()):
             if client in known:
                 continue
+            retired = client in inv.agent_ids
             yield Finding(
                 self.id,
-                Severity.HIGH if seen.count >= 10 else Severity.MEDIUM,
+                Severity.HIGH if seen.count >= 10 or retired else Severity.MEDIUM,
                 SubjectKind.CLIENT,
                 client,
-                f"unregistered client {client} seen {seen.count} time(s)",
+                f"{'decommissioned agent' if retired else 'unregistered client'} {client}"
+                f" seen {seen.count} time(s)",
                 {
+                    "decommissioned_agent": retired,
                     "count": seen.count,
                     "first_seen": when(seen.first),
                     "last_seen": when(seen.last),
