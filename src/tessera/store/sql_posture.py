@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine, and_, bindparam, select, update
 
-from tessera.clock import parse_iso, utc
+from tessera.clock import utc
+from tessera.identity.ceiling import Ceiling
+from tessera.identity.model import (
+    Agent,
+    AgentStatus,
+    Credential,
+    CredentialKind,
+    CredentialStatus,
+    User,
+    UserStatus,
+)
 from tessera.posture.finding import Finding, Remediation, Severity, SubjectKind
 from tessera.posture.inventory import ActorAction, Inventory, LiveSession, UsageSummary
 from tessera.posture.ports import FindingQuery, StoredFinding
 from tessera.store import tables as t
 from tessera.store.engine import translate_db_errors
 from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
-from tessera.store.sql_identity import (
-    SqlAgentRepo,
-    SqlCredentialRepo,
-    SqlModelRepo,
-    SqlOperatorRepo,
-    SqlUserRepo,
-)
+from tessera.store.sql_identity import SqlModelRepo, SqlOperatorRepo
 from tessera.store.sql_store import SqlStore
 from tessera.store.tables_posture import posture_findings, posture_scans
 
@@ -46,62 +50,113 @@ REGISTRY_EVENTS = (
 CLIENT_AUTH_FAILED = "oauth.client_auth_failed"
 USAGE_EVENTS = ("session.issued", "pdp.evaluation", "pdp.evaluations", CLIENT_AUTH_FAILED)
 BATCH = 5000
-_USAGE_SQL = (
-    "SELECT event_type, outcome, principal, agent_id, time, body FROM audit_ledger"
-    " WHERE time >= ? AND time <= ? AND event_type IN"
-)
 
 
 class SqlPostureInventory:
     """``InventorySource``: every identity, credential, model and live session, read in
-    one transaction (a consistent snapshot)."""
+    one transaction (a consistent snapshot) through the driver's cursor. Ceilings are
+    parsed once per distinct text (fleets share a few templates). Posture's view of a
+    credential carries no key material: no public key, no secret hash."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
 
     def snapshot(self, now: datetime) -> Inventory:
+        ceilings: dict[str, Ceiling] = {}
+
+        def ceiling(text: str) -> Ceiling:
+            found = ceilings.get(text)
+            if found is None:
+                found = Ceiling.from_dict(json.loads(text))
+                if len(ceilings) < 100_000:
+                    ceilings[text] = found
+            return found
+
+        at: Any = sqlite_timestamp(now) if self._sqlite else now
         with translate_db_errors(), self._engine.connect() as conn, conn.begin():
             operators = {r.id: SqlOperatorRepo._row(r) for r in conn.execute(select(t.operators))}
-            users = {r.id: SqlUserRepo._row(r) for r in conn.execute(select(t.users))}
-            agents = [SqlAgentRepo._row(r) for r in conn.execute(select(t.agents))]
-            creds: dict[tuple[str, str], list[Any]] = {}
-            for r in conn.execute(select(t.credentials)):
-                c = SqlCredentialRepo._row(r)
-                creds.setdefault((c.owner_kind, c.owner_id), []).append(c)
             models = {r.digest: SqlModelRepo._row(r) for r in conn.execute(select(t.models))}
             services = frozenset(r.id for r in conn.execute(select(t.services.c.id)))
-            s = t.sessions.c
-            live = [
-                LiveSession(
-                    r.sid,
-                    r.agent_id,
-                    r.user_id,
-                    r.model_digest,
-                    int(r.depth),
-                    r.parent_sid,
-                    utc(r.issued_at),
-                    utc(r.expires_at),
-                )
-                for r in conn.execute(
-                    select(
-                        s.sid,
-                        s.agent_id,
-                        s.user_id,
-                        s.model_digest,
-                        s.depth,
-                        s.parent_sid,
-                        s.issued_at,
-                        s.expires_at,
-                    ).where(s.status == "active", s.expires_at > now)
-                )
-            ]
-            last = {
-                r[0]: utc(r[1])
-                for r in conn.execute(
-                    select(s.agent_id, func.max(s.issued_at)).group_by(s.agent_id)
-                )
-            }
+            cur: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(_INV["users"])
+                users = {
+                    r[0]: User(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        UserStatus(r[4]),
+                        ceiling(r[5]),
+                        _ts(r[6]),
+                        _ts(r[7]),
+                    )
+                    for r in cur.fetchall()
+                }
+                cur.execute(_INV["agents"])
+                agents = [
+                    Agent(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        _ts(r[5]),
+                        ceiling(r[6]),
+                        bool(r[7]),
+                        AgentStatus(r[8]),
+                        r[9],
+                        _ts(r[10]),
+                        _ts(r[11]),
+                    )
+                    for r in cur.fetchall()
+                ]
+                creds: dict[tuple[str, str], list[Credential]] = {}
+                cur.execute(_INV["credentials"])
+                for r in cur.fetchall():
+                    c = Credential(
+                        r[0],
+                        r[1],
+                        r[2],
+                        CredentialKind(r[3]),
+                        CredentialStatus(r[4]),
+                        _ts(r[5]),
+                        _ts(r[6]) if r[6] is not None else None,
+                        _ts(r[7]) if r[7] is not None else None,
+                    )
+                    creds.setdefault((c.owner_kind, c.owner_id), []).append(c)
+                cur.execute(_INV["live"] if self._sqlite else pg_paramstyle(_INV["live"]), (at,))
+                live = [
+                    LiveSession(r[0], r[1], r[2], r[3], int(r[4]), r[5], _ts(r[6]), _ts(r[7]))
+                    for r in cur.fetchall()
+                ]
+                cur.execute(_INV["last"])
+                last = {r[0]: _ts(r[1]) for r in cur.fetchall()}
+            finally:
+                cur.close()
         return Inventory(now, operators, users, agents, creds, models, live, last, services)
+
+
+_INV = {
+    "users": "SELECT id, username, display_name, email, status, grants, created_at, updated_at"
+    " FROM users",
+    "agents": "SELECT id, name, operator_id, owner_user_id, purpose, expires_at, ceiling,"
+    " attestation_required, status, status_reason, created_at, updated_at FROM agents",
+    "credentials": "SELECT id, owner_kind, owner_id, kind, status, created_at, expires_at,"
+    " last_used_at FROM credentials",
+    "live": "SELECT sid, agent_id, user_id, model_digest, depth, parent_sid, issued_at,"
+    " expires_at FROM sessions WHERE status = 'active' AND expires_at > ?",
+    "last": "SELECT agent_id, MAX(issued_at) FROM sessions GROUP BY agent_id",
+}
+
+
+def _ts(value: Any) -> datetime:
+    """A driver timestamp: PostgreSQL hands out aware datetimes, SQLite the naive UTC text
+    SQLAlchemy stored."""
+    if isinstance(value, datetime):
+        return utc(value)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 def _is_agent(principal: str | None) -> str | None:
@@ -113,8 +168,13 @@ def _is_agent(principal: str | None) -> str | None:
 
 
 class SqlAuditUsage:
-    """``UsageSource``: one pass over the ledger records of the window, through the
-    driver's cursor (no ORM row mapping); only records a rule reads are decoded."""
+    """``UsageSource``: one pass over the ledger records of the window, partitioned by
+    record type so that each record is read once and the common ones never reach Python:
+    sessions issued and allowed single evaluations are aggregated by the database (the
+    query columns, and the action and resource read from the record body); the rare records
+    a rule reads in full (batches, failed client authentication, unverified PDP subjects,
+    registry changes made by agents) are decoded here, streamed through the driver's cursor.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -122,16 +182,26 @@ class SqlAuditUsage:
 
     def summary(self, since: datetime, until: datetime) -> UsageSummary:
         out = UsageSummary(since, until)
-        types = USAGE_EVENTS + REGISTRY_EVENTS
-        marks = ",".join("?" for _ in types)
-        # Only "?" placeholders are interpolated; every value is a bound parameter.
-        sql = f"{_USAGE_SQL} ({marks})"
         lo: Any = sqlite_timestamp(since) if self._sqlite else since
         hi: Any = sqlite_timestamp(until) if self._sqlite else until
+        sql = _SQLITE_SQL if self._sqlite else _PG_SQL
         with translate_db_errors(), self._engine.connect() as conn, conn.begin():
             cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute(sql if self._sqlite else pg_paramstyle(sql), (lo, hi, *types))
+                cursor.execute(sql["sessions"], (lo, hi))
+                for agent, count, last in cursor.fetchall():
+                    agent = _is_agent(agent)
+                    if agent:
+                        out.sessions[agent] = out.sessions.get(agent, 0) + int(count)
+                        when = _when(last)
+                        if agent not in out.last_session or when > out.last_session[agent]:
+                            out.last_session[agent] = when
+                        out.records += int(count)
+                cursor.execute(sql["used"], (lo, hi))
+                for agent, action, resource, count in cursor.fetchall():
+                    out.used(str(agent), str(action or ""), str(resource or ""))
+                    out.records += int(count)
+                cursor.execute(sql["rest"], (lo, hi, *REGISTRY_EVENTS))
                 while True:
                     rows = cursor.fetchmany(BATCH)
                     if not rows:
@@ -143,8 +213,52 @@ class SqlAuditUsage:
         return out
 
 
+def _queries(sqlite: bool) -> dict[str, str]:
+    # Only constants and "?" placeholders are joined here (S608 does not apply); every
+    # value is a bound parameter.
+    window = "time >= ? AND time <= ?"
+    if sqlite:
+        used = (
+            "SELECT agent_id, json_extract(b, '$.action'), json_extract(b, '$.resource'),"  # noqa: S608
+            " COUNT(*) FROM (SELECT agent_id, CAST(body AS TEXT) AS b FROM audit_ledger"
+            f" WHERE event_type = 'pdp.evaluation' AND outcome = 'allow' AND {window}"
+            " AND agent_id IS NOT NULL) GROUP BY 1, 2, 3"
+        )
+    else:
+        used = (
+            "SELECT agent_id, j->>'action', j->>'resource', COUNT(*) FROM (SELECT agent_id,"  # noqa: S608
+            " convert_from(body, 'UTF8')::jsonb AS j FROM audit_ledger"
+            f" WHERE event_type = 'pdp.evaluation' AND outcome = 'allow' AND {window}"
+            " AND agent_id IS NOT NULL) AS allowed GROUP BY 1, 2, 3"
+        )
+    marks = ",".join("?" for _ in REGISTRY_EVENTS)
+    queries = {
+        "sessions": (
+            "SELECT COALESCE(agent_id, principal), COUNT(*), MAX(time) FROM audit_ledger"  # noqa: S608
+            f" WHERE event_type = 'session.issued' AND {window} GROUP BY 1"
+        ),
+        "used": used,
+        "rest": (
+            "SELECT event_type, outcome, principal, agent_id, time, body FROM audit_ledger"  # noqa: S608
+            f" WHERE {window} AND (event_type IN ('pdp.evaluations', '{CLIENT_AUTH_FAILED}')"
+            " OR (event_type = 'pdp.evaluation' AND agent_id IS NULL)"
+            f" OR (event_type IN ({marks}) AND (principal LIKE 'agt!_%' ESCAPE '!'"
+            " OR principal LIKE 'agent:%')))"
+        ),
+    }
+    # psycopg reads "%" as a placeholder: the LIKE patterns double it.
+    return (
+        queries if sqlite else {k: pg_paramstyle(v.replace("%", "%%")) for k, v in queries.items()}
+    )
+
+
+# Fixed text (no value is interpolated: every value is a bound parameter).
+_SQLITE_SQL = _queries(True)
+_PG_SQL = _queries(False)
+
+
 def _when(value: Any) -> datetime:
-    return utc(value) if isinstance(value, datetime) else parse_iso(str(value))
+    return _ts(value)
 
 
 def _account(out: UsageSummary, row: Sequence[Any]) -> None:

@@ -9,7 +9,8 @@ the owner's narrower items inside an agent pattern, and budgets capped at the ow
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from tessera.identity.ceiling import Ceiling, covered_by_any, scope_covered, tool_covered
 from tessera.identity.model import AgentStatus, UserStatus
@@ -46,17 +47,20 @@ class CeilingExceedsOwner:
     def evaluate(
         self, inv: Inventory, usage: UsageSummary, settings: PostureSettings
     ) -> Iterator[Finding]:
+        # Agents share ceiling templates and owners share grants: judge each distinct
+        # (ceiling, grants) pair once (the inventory hands out one object per text).
+        memo: dict[tuple[int, int], _Verdict | None] = {}
         for agent in inv.agents:
             if agent.status == AgentStatus.DECOMMISSIONED:
                 continue
             owner = inv.users.get(agent.owner_user_id)
             if owner is None or owner.status != UserStatus.ACTIVE:
                 continue  # orphaned: its own finding
-            c, g = agent.ceiling, owner.grants
-            tools = sorted(t for t in c.tools if not g.allows_tool(t))
-            scopes = sorted(s for s in c.data_scopes if not g.allows_scope(s))
-            budgets = sorted(n for n, cap in c.budgets.items() if cap > g.budgets.get(n, cap))
-            if not (tools or scopes or budgets):
+            pair = (id(agent.ceiling), id(owner.grants))
+            if pair not in memo:
+                memo[pair] = _judge(agent.ceiling, owner.grants)
+            verdict = memo[pair]
+            if verdict is None:
                 continue
             yield Finding(
                 self.id,
@@ -64,14 +68,30 @@ class CeilingExceedsOwner:
                 SubjectKind.AGENT,
                 agent.id,
                 f"agent {agent.name} may do more than its owner {owner.username}",
-                {
-                    "name": agent.name,
-                    "owner": owner.username,
-                    "tools_beyond_owner": tools,
-                    "data_scopes_beyond_owner": scopes,
-                    "budgets_beyond_owner": budgets,
-                },
+                {"name": agent.name, "owner": owner.username, **verdict.evidence},
                 Remediation.NARROW_CEILING,
-                {"ceiling": owner_bounded(c, g).to_dict()},
+                {"ceiling": verdict.suggested},
                 agent=agent.id,
             )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    evidence: dict[str, Any]
+    suggested: dict[str, Any]
+
+
+def _judge(c: Ceiling, g: Ceiling) -> _Verdict | None:
+    tools = sorted(t for t in c.tools if not g.allows_tool(t))
+    scopes = sorted(s for s in c.data_scopes if not g.allows_scope(s))
+    budgets = sorted(n for n, cap in c.budgets.items() if cap > g.budgets.get(n, cap))
+    if not (tools or scopes or budgets):
+        return None
+    return _Verdict(
+        {
+            "tools_beyond_owner": tools,
+            "data_scopes_beyond_owner": scopes,
+            "budgets_beyond_owner": budgets,
+        },
+        owner_bounded(c, g).to_dict(),
+    )
