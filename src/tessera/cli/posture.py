@@ -148,7 +148,7 @@ def scan(
             f"{len(result.findings)} finding(s): "
             + ", ".join(f"{n} {s}" for s, n in by.items() if n)
             + (" " if result.findings else "")
-            + f"({result.identities} identities, {result.records} audit records,"
+            + f"({result.identities} identities, {result.records} audit records read,"
             f" {(result.finished - result.started).total_seconds():.2f} s)",
             markup=False,
         )
@@ -283,9 +283,11 @@ def review_show(
         c = reviews.get(campaign)
         items = reviews.items(campaign, owner=owner, state=state)
         names = _agent_names(t)
+        owners = {u.id: u.username for u in t.identity.list_users()}
     if as_json:
         emit_json({**c.to_dict(), "item_list": [i.to_dict() for i in items]})
         return
+    items.sort(key=lambda i: (names.get(i.agent_id, i.agent_id), i.field, i.item))
     kv([("campaign", c.id), ("name", c.name), ("status", c.status), ("deadline", iso(c.deadline))])
     table(
         None,
@@ -294,7 +296,7 @@ def review_show(
             (
                 i.id,
                 names.get(i.agent_id, i.agent_id),
-                i.owner_user_id,
+                owners.get(i.owner_user_id, i.owner_user_id),
                 f"{i.field}: {i.item}",
                 i.state,
             )
@@ -319,7 +321,7 @@ def review_answer(
     """Answer one item on the owner's behalf: --confirm or --revoke."""
     if confirm == revoke:
         fail("give exactly one of --confirm or --revoke")
-    _t, _p, reviews = _ready()
+    t, _p, reviews = _ready()
     with cli_errors():
         answered = reviews.answer(
             campaign, item, "confirm" if confirm else "revoke", note=note, actor=ACTOR
@@ -327,10 +329,8 @@ def review_answer(
     if as_json:
         emit_json(answered.to_dict())
     else:
-        console.print(
-            f"{answered.field} {answered.item} of {answered.agent_id}: {answered.state}",
-            markup=False,
-        )
+        name = _agent_names(t).get(answered.agent_id, answered.agent_id)
+        console.print(f"{answered.field} {answered.item} of {name}: {answered.state}", markup=False)
 
 
 @review_app.command("close")

@@ -44,9 +44,10 @@ class LongLivedCredentials:
                     Severity.HIGH if legacy else Severity.MEDIUM,
                     SubjectKind.CREDENTIAL,
                     cred.id,
-                    f"{kind} {owner}: {what} "
+                    f"{kind} {live_agents[owner].name if kind == 'agent' else owner}: {what} "
                     + ("in use" if legacy else f"older than {settings.key_rotation_days} days"),
                     {
+                        "name": live_agents[owner].name if kind == "agent" else None,
                         "owner_kind": kind,
                         "owner": owner,
                         "kind": cred.kind.value,
