@@ -110,3 +110,19 @@ def test_narrowing_revokes_wider_sessions_in_the_same_transaction(tessera: Tesse
     with t.store.read() as tx:
         assert tx.sessions.get(wider).status == "revoked"  # type: ignore[union-attr]
         assert tx.sessions.get(inside).status == "active"  # type: ignore[union-attr]
+
+
+def test_review_campaign_on_every_backend(tessera: Tessera) -> None:
+    t = tessera
+    assert t.reviews is not None
+    base(t)
+    a = agent(t, "a", ceiling={"tools": ["docs/read", "docs/search"], "models": [DIGEST]})
+    campaign, count = t.reviews.start(actor="test")
+    assert count == 3
+    items = {i.item: i for i in t.reviews.items(campaign.id, owner="alice")}
+    t.reviews.answer(campaign.id, items["docs/read"].id, "confirm", actor="test")
+    t.reviews.answer(campaign.id, items[DIGEST].id, "confirm", actor="test")
+    closed = t.reviews.close(campaign.id, actor="test", force=True)
+    assert dict(closed.counts or {}) == {"confirmed": 2, "expired_revoked": 1}
+    assert t.identity.get_agent(a).ceiling.tools == {"docs/read"}
+    assert [c.status for c in t.reviews.campaigns()] == ["closed"]
