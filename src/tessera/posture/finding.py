@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -58,7 +59,7 @@ class Finding:
     remediation_args: Mapping[str, Any] = field(default_factory=dict)
     agent: str | None = None  # the agent concerned, when there is one (for filtering)
 
-    @property
+    @cached_property
     def key(self) -> str:
         raw = f"{self.rule}\x00{self.subject_kind.value}\x00{self.subject}".encode()
         return hashlib.sha256(raw).hexdigest()[:32]

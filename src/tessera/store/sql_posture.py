@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlalchemy import Engine, and_, select, update
 
 from tessera.clock import utc
 from tessera.identity.ceiling import Ceiling
@@ -50,6 +50,7 @@ REGISTRY_EVENTS = (
 CLIENT_AUTH_FAILED = "oauth.client_auth_failed"
 USAGE_EVENTS = ("session.issued", "pdp.evaluation", "pdp.evaluations", CLIENT_AUTH_FAILED)
 BATCH = 5000
+CHUNK = 500
 
 
 class SqlPostureInventory:
@@ -335,63 +336,49 @@ class SqlFindingStore:
         ``keep_rules``: rules that failed this time), and log the scan; one transaction.
         Returns counts: new, still open, resolved."""
         current = {f.key: f for f in findings}
+        sqlite = self._engine.dialect.name == "sqlite"
+        at: Any = sqlite_timestamp(now) if sqlite else now
+
+        def sql(text: str) -> str:
+            return text if sqlite else pg_paramstyle(text)
+
+        # Driver SQL throughout: a large fleet has 10^5 findings and this transaction holds
+        # the write lock; unchanged findings cost one chunked UPDATE of last_seen.
         with self._store.write() as tx:
             conn = tx.connection
-            known = {
-                r.key: r.status
-                for r in conn.execute(select(_F.key, _F.status, _F.rule))
-                if r.rule not in keep_rules or r.key in current
-            }
-            fresh = [k for k in current if k not in known]
-            seen = [k for k in current if k in known]
-            gone = [k for k, st in known.items() if st == "open" and k not in current]
+            known: dict[str, tuple[str, tuple[Any, ...]]] = {}
+            for r in conn.exec_driver_sql(_KNOWN_SQL):
+                key, status, rule = r[0], r[1], r[2]
+                if rule in keep_rules and key not in current:
+                    continue
+                known[key] = (status, tuple(r[3:]))
+            fresh: list[tuple[Any, ...]] = []
+            touched: list[str] = []
+            changed: list[tuple[Any, ...]] = []
+            for key, f in current.items():
+                content = _content(f)
+                if key not in known:
+                    fresh.append((key, f.rule, f.subject_kind.value, *content, at, at, scan_id))
+                elif known[key][0] == "open" and known[key][1] == content:
+                    touched.append(key)
+                else:
+                    changed.append((*content, at, scan_id, key))
+            gone = [k for k, (st, _) in known.items() if st == "open" and k not in current]
             if fresh:
-                conn.execute(
-                    posture_findings.insert(),
-                    [_row(current[k], scan_id, now, first_seen=now) for k in fresh],
-                )
-            if seen:
-                stmt = (
-                    update(posture_findings)
-                    .where(_F.key == bindparam("b_key"))
-                    .values(
-                        severity=bindparam("severity"),
-                        summary=bindparam("summary"),
-                        evidence=bindparam("evidence"),
-                        remediation=bindparam("remediation"),
-                        remediation_args=bindparam("remediation_args"),
-                        agent_id=bindparam("agent_id"),
-                        status="open",
-                        last_seen=bindparam("last_seen"),
-                        resolved_at=None,
-                        scan_id=scan_id,
-                    )
-                )
-                rows = []
-                for k in seen:
-                    r = _row(current[k], scan_id, now, first_seen=now)
-                    rows.append(
-                        {
-                            "b_key": k,
-                            **{
-                                c: r[c]
-                                for c in (
-                                    "severity",
-                                    "summary",
-                                    "evidence",
-                                    "remediation",
-                                    "remediation_args",
-                                    "agent_id",
-                                    "last_seen",
-                                )
-                            },
-                        }
-                    )
-                conn.execute(stmt, rows)
-            for i in range(0, len(gone), 500):
+                conn.exec_driver_sql(sql(_INSERT_SQL), fresh)
+            if changed:
+                conn.exec_driver_sql(sql(_CHANGE_SQL), changed)
+            for i in range(0, len(touched), CHUNK):
+                chunk = touched[i : i + CHUNK]
                 conn.execute(
                     update(posture_findings)
-                    .where(_F.key.in_(gone[i : i + 500]))
+                    .where(_F.key.in_(chunk))
+                    .values(last_seen=now, scan_id=scan_id)
+                )
+            for i in range(0, len(gone), CHUNK):
+                conn.execute(
+                    update(posture_findings)
+                    .where(_F.key.in_(gone[i : i + CHUNK]))
                     .values(status="resolved", resolved_at=now)
                 )
             conn.execute(
@@ -451,24 +438,35 @@ class SqlFindingStore:
             )
 
 
-def _row(f: Finding, scan_id: str, now: datetime, *, first_seen: datetime) -> dict[str, Any]:
-    return {
-        "key": f.key,
-        "rule": f.rule,
-        "severity": f.severity.value,
-        "subject_kind": f.subject_kind.value,
-        "subject": f.subject[:256],
-        "agent_id": f.agent,
-        "summary": f.summary[:500],
-        "evidence": json.dumps(dict(f.evidence), sort_keys=True, default=str),
-        "remediation": f.remediation.value,
-        "remediation_args": json.dumps(dict(f.remediation_args), sort_keys=True),
-        "status": "open",
-        "first_seen": first_seen,
-        "last_seen": now,
-        "resolved_at": None,
-        "scan_id": scan_id,
-    }
+# The content columns (subject, severity, agent_id, summary, evidence, remediation,
+# remediation_args) in this order, in _content, _KNOWN_SQL, _INSERT_SQL and _CHANGE_SQL.
+_KNOWN_SQL = (
+    "SELECT key, status, rule, subject, severity, agent_id, summary, evidence, remediation,"
+    " remediation_args FROM posture_findings"
+)
+_INSERT_SQL = (
+    "INSERT INTO posture_findings (key, rule, subject_kind, subject, severity, agent_id,"
+    " summary, evidence, remediation, remediation_args, status, first_seen, last_seen,"
+    " resolved_at, scan_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, NULL, ?)"
+)
+_CHANGE_SQL = (
+    "UPDATE posture_findings SET subject = ?, severity = ?, agent_id = ?, summary = ?,"
+    " evidence = ?, remediation = ?, remediation_args = ?, status = 'open', last_seen = ?,"
+    " resolved_at = NULL, scan_id = ? WHERE key = ?"
+)
+
+
+def _content(f: Finding) -> tuple[Any, ...]:
+    """(subject, severity, agent, summary, evidence, remediation, args) as stored."""
+    return (
+        f.subject[:256],
+        f.severity.value,
+        f.agent,
+        f.summary[:500],
+        json.dumps(dict(f.evidence), sort_keys=True, default=str),
+        f.remediation.value,
+        json.dumps(dict(f.remediation_args), sort_keys=True),
+    )
 
 
 def _stored(r: Any) -> StoredFinding:
