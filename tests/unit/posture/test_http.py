@@ -3,6 +3,9 @@ problem+json errors, admin token required."""
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.unit.posture.helpers import DIGEST, agent, base
 
 from tessera.app import Tessera
+from tessera.audit.ports import AuditQuery
 from tessera.http.asgi import create_app
 
 
@@ -101,3 +105,50 @@ def test_review_over_http_answer_and_close(client: TestClient) -> None:
     models = client.get(f"/admin/v1/agents/{tool['agent_id']}").json()["ceiling"]["models"]
     assert models == [DIGEST]  # kept: on_expiry keep
     assert client.get("/admin/v1/reviews/rvw_nope").status_code == 404
+
+
+def test_the_server_scans_on_a_schedule(sqlite_tessera: Tessera) -> None:
+    assert sqlite_tessera.posture is not None
+    base(sqlite_tessera)
+    agent(sqlite_tessera, "lax", attestation_required=False)
+    sqlite_tessera.posture.interval = 0.2  # TESSERA_POSTURE_INTERVAL, shortened for the test
+    _, token = sqlite_tessera.admin_tokens.create("schedule-test", actor="test")
+    with TestClient(create_app(sqlite_tessera), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        deadline = time.monotonic() + 30
+        page: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            page = c.get("/admin/v1/posture/findings").json()
+            if page["findings"]:
+                break
+            time.sleep(0.05)
+        assert [f["rule"] for f in page["findings"]] == ["agent_without_attestation"]  # type: ignore[index]
+        last = page["last_scan"]
+        assert isinstance(last, dict)
+        assert last["id"].startswith("scan_")
+
+
+def test_failed_client_authentication_is_evidence_without_secrets(client: TestClient) -> None:
+    t: Tessera = client.app.state.tessera  # type: ignore[attr-defined]
+    secret = "s3cr3t-never-recorded"
+    basic = base64.b64encode(f"agt_ghostworkload0001:{secret}".encode()).decode()
+    r = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert r.status_code == 401
+    assert r.json() == {
+        "error": "invalid_client",
+        "error_description": r.json()["error_description"],
+    }
+    t.audit.chain_pending()
+    [rec] = t.audit.query(AuditQuery(event_type="oauth.client_auth_failed"))
+    assert rec["details"]["client_id"] == "agt_ghostworkload0001"
+    assert rec["details"]["method"] == "client_secret_basic"
+    assert rec["outcome"] == "failure"
+    assert secret not in json.dumps(rec)
+    assert basic not in json.dumps(rec)
+    r = client.post("/admin/v1/posture/scans")
+    found = client.get("/admin/v1/posture/findings", params={"rule": "shadow_client"}).json()
+    assert [f["subject"] for f in found["findings"]] == ["agt_ghostworkload0001"]
