@@ -20,7 +20,7 @@ from tessera.app import Tessera
 from tessera.cli.main import ACTOR, JsonOpt, _tessera, app
 from tessera.cli.output import cli_errors, console, emit_json, err_console, fail, kv, table
 from tessera.clock import iso, parse_iso
-from tessera.posture.finding import Finding
+from tessera.posture.finding import Finding, Severity
 from tessera.posture.ports import FindingQuery
 from tessera.posture.remediation import Action, Outcome
 from tessera.posture.report import render_html
@@ -81,10 +81,16 @@ def scan(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to a file.")
     ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(help="Exit 1 when a finding of this severity or worse remains (CI)."),
+    ] = None,
 ) -> None:
     """Scan identities and the audit ledger for posture findings (DESIGN 1)."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}")
+    if fail_on is not None and fail_on not in _SEVERITIES:
+        fail(f"--fail-on must be one of {', '.join(_SEVERITIES)}")
     _t, posture, _reviews = _ready()
     show_progress = err_console.is_terminal
     with (
@@ -159,6 +165,11 @@ def scan(
                 f"dry run: {len(actions)} remediation(s) would be applied with --apply",
                 markup=False,
             )
+    if fail_on is not None:
+        worst = Severity(fail_on).rank
+        fixed = {o.action.finding_key for o in outcomes if o.status != "failed"}
+        if any(f.severity.rank >= worst and f.key not in fixed for f in result.findings):
+            raise typer.Exit(1)
 
 
 _SEVERITIES = ("critical", "high", "medium", "low")

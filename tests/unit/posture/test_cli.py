@@ -106,6 +106,12 @@ def test_html_report_is_self_contained_and_escaped(run: Run, tmp_path: Path) -> 
 
 def test_bad_format_is_a_usage_error(run: Run) -> None:
     assert "--format" in run("posture", "scan", "--format", "xml", code=2)
+    assert "--fail-on" in run("posture", "scan", "--fail-on", "severe", code=2)
+
+
+def test_fail_on_gates_ci_by_severity(run: Run) -> None:
+    run("posture", "scan", "--format", "json", "--fail-on", "critical")  # none critical: 0
+    run("posture", "scan", "--format", "json", "--fail-on", "high", code=1)
 
 
 def test_review_start_show_answer_close(run: Run) -> None:
