@@ -368,13 +368,8 @@ class SqlFindingStore:
                 conn.exec_driver_sql(sql(_INSERT_SQL), fresh)
             if changed:
                 conn.exec_driver_sql(sql(_CHANGE_SQL), changed)
-            for i in range(0, len(touched), CHUNK):
-                chunk = touched[i : i + CHUNK]
-                conn.execute(
-                    update(posture_findings)
-                    .where(_F.key.in_(chunk))
-                    .values(last_seen=now, scan_id=scan_id)
-                )
+            if touched:
+                conn.exec_driver_sql(sql(_TOUCH_SQL), [(at, scan_id, k) for k in touched])
             for i in range(0, len(gone), CHUNK):
                 conn.execute(
                     update(posture_findings)
@@ -449,6 +444,7 @@ _INSERT_SQL = (
     " summary, evidence, remediation, remediation_args, status, first_seen, last_seen,"
     " resolved_at, scan_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, NULL, ?)"
 )
+_TOUCH_SQL = "UPDATE posture_findings SET last_seen = ?, scan_id = ? WHERE key = ?"
 _CHANGE_SQL = (
     "UPDATE posture_findings SET subject = ?, severity = ?, agent_id = ?, summary = ?,"
     " evidence = ?, remediation = ?, remediation_args = ?, status = 'open', last_seen = ?,"
