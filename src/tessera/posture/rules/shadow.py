@@ -13,6 +13,8 @@ from tessera.posture.inventory import Inventory, UsageSummary
 from tessera.posture.rules._common import when
 from tessera.posture.settings import PostureSettings
 
+MAX_REPORTED = 1000
+
 
 class ShadowClients:
     id = "shadow_client"
@@ -24,9 +26,11 @@ class ShadowClients:
         # A decommissioned agent still trying is a shadow too: its workload outlived it.
         known = {a.id for a in inv.agents if a.status != AgentStatus.DECOMMISSIONED}
         known |= inv.services
-        for client, seen in sorted(usage.failed_clients.items()):
-            if client in known:
-                continue
+        unknown = [(c, seen) for c, seen in usage.failed_clients.items() if c not in known]
+        # Anyone can make the token endpoint fail with made-up client ids (within its rate
+        # limit): report the most active ones, never an unbounded number of rows.
+        unknown.sort(key=lambda item: (-item[1].count, item[0]))
+        for client, seen in unknown[:MAX_REPORTED]:
             retired = client in inv.agent_ids
             yield Finding(
                 self.id,
