@@ -51,6 +51,7 @@ CLIENT_AUTH_FAILED = "oauth.client_auth_failed"
 USAGE_EVENTS = ("session.issued", "pdp.evaluation", "pdp.evaluations", CLIENT_AUTH_FAILED)
 BATCH = 5000
 CHUNK = 500
+WRITE_BATCH = 5000  # findings per write transaction
 
 
 class SqlPostureInventory:
@@ -333,8 +334,14 @@ class SqlFindingStore:
         keep_rules: frozenset[str] = frozenset(),
     ) -> dict[str, int]:
         """Upsert this scan's findings, resolve open ones it no longer reports (except for
-        ``keep_rules``: rules that failed this time), and log the scan; one transaction.
-        Returns counts: new, still open, resolved."""
+        ``keep_rules``: rules that failed this time), and log the scan. Returns counts:
+        new, still open, resolved.
+
+        Writes go in transactions of ``WRITE_BATCH`` rows so a fleet with 10^5 findings
+        never holds the (SQLite) write lock for long; the resolutions and the scan log
+        commit last. A crash in between leaves some findings with this scan's last_seen
+        and the rest with the previous one: the next scan completes it. Inserts ignore a
+        key another node inserted meanwhile (several nodes scan)."""
         current = {f.key: f for f in findings}
         sqlite = self._engine.dialect.name == "sqlite"
         at: Any = sqlite_timestamp(now) if sqlite else now
@@ -342,38 +349,35 @@ class SqlFindingStore:
         def sql(text: str) -> str:
             return text if sqlite else pg_paramstyle(text)
 
-        # Driver SQL throughout: a large fleet has 10^5 findings and this transaction holds
-        # the write lock; unchanged findings cost one chunked UPDATE of last_seen.
-        with self._store.write() as tx:
-            conn = tx.connection
-            known: dict[str, tuple[str, tuple[Any, ...]]] = {}
-            for r in conn.exec_driver_sql(_KNOWN_SQL):
+        known: dict[str, tuple[str, tuple[Any, ...]]] = {}
+        with self._store.read() as tx:
+            for r in tx.connection.exec_driver_sql(_KNOWN_SQL):
                 key, status, rule = r[0], r[1], r[2]
                 if rule in keep_rules and key not in current:
                     continue
                 known[key] = (status, tuple(r[3:]))
-            fresh: list[tuple[Any, ...]] = []
-            touched: list[str] = []
-            changed: list[tuple[Any, ...]] = []
-            for key, f in current.items():
-                content = _content(f)
-                if key not in known:
-                    fresh.append((key, f.rule, f.subject_kind.value, *content, at, at, scan_id))
-                elif known[key][0] == "open" and known[key][1] == content:
-                    touched.append(key)
-                else:
-                    changed.append((*content, at, scan_id, key))
-            gone = [k for k, (st, _) in known.items() if st == "open" and k not in current]
-            if fresh:
-                conn.exec_driver_sql(sql(_INSERT_SQL), fresh)
-            if changed:
-                conn.exec_driver_sql(sql(_CHANGE_SQL), changed)
-            if touched:
-                conn.exec_driver_sql(sql(_TOUCH_SQL), [(at, scan_id, k) for k in touched])
+        fresh: list[tuple[Any, ...]] = []
+        touched: list[tuple[Any, ...]] = []
+        changed: list[tuple[Any, ...]] = []
+        for key, f in current.items():
+            content = _content(f)
+            if key not in known:
+                fresh.append((key, f.rule, f.subject_kind.value, *content, at, at, scan_id))
+            elif known[key][0] == "open" and known[key][1] == content:
+                touched.append((at, scan_id, key))
+            else:
+                changed.append((*content, at, scan_id, key))
+        gone = [k for k, (st, _) in known.items() if st == "open" and k not in current]
+        for text, rows in ((_INSERT_SQL, fresh), (_CHANGE_SQL, changed), (_TOUCH_SQL, touched)):
+            for i in range(0, len(rows), WRITE_BATCH):
+                with self._store.write() as tx:
+                    tx.connection.exec_driver_sql(sql(text), rows[i : i + WRITE_BATCH])
+        with self._store.write() as tx:
+            conn = tx.connection
             for i in range(0, len(gone), CHUNK):
                 conn.execute(
                     update(posture_findings)
-                    .where(_F.key.in_(gone[i : i + CHUNK]))
+                    .where(_F.key.in_(gone[i : i + CHUNK]), _F.status == "open")
                     .values(status="resolved", resolved_at=now)
                 )
             conn.execute(
@@ -443,6 +447,7 @@ _INSERT_SQL = (
     "INSERT INTO posture_findings (key, rule, subject_kind, subject, severity, agent_id,"
     " summary, evidence, remediation, remediation_args, status, first_seen, last_seen,"
     " resolved_at, scan_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, NULL, ?)"
+    " ON CONFLICT (key) DO NOTHING"
 )
 _TOUCH_SQL = "UPDATE posture_findings SET last_seen = ?, scan_id = ? WHERE key = ?"
 _CHANGE_SQL = (
