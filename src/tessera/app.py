@@ -34,12 +34,15 @@ from tessera.identity.service import (
 )
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
+from tessera.posture.review import ReviewService
+from tessera.posture.service import PostureService
 from tessera.rebac.service import RebacService
 from tessera.signals.service import Signals
 from tessera.signals.tailer import EventTailer, TailerSettings
 from tessera.store.engine import make_engine, migrate, schema_is_current
 from tessera.store.sql_audit import SqlAuditLedger
 from tessera.store.sql_store import SqlStore
+from tessera.tokens.ceiling_cascade import CeilingCascade
 from tessera.tokens.introspection import LifecycleCascade, SessionAuthority
 from tessera.tokens.issuers import (
     ACCESS_TOKEN_TYPE,
@@ -77,6 +80,8 @@ class Tessera:
     dev_issuer_key: SigningKey | None = None
     behaviour: BehaviourService | None = None
     gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
+    posture: PostureService | None = None  # issue 11: scanner, findings, schedule
+    reviews: ReviewService | None = None  # issue 11: access review campaigns
 
     def close(self) -> None:
         if self.behaviour is not None:
@@ -111,7 +116,10 @@ def build(
         clock,
         IdentitySettings(config.agent_max_lifetime_days),
         cascade=CombinedCascade(
-            LifecycleCascade(clock), rebac.on_lifecycle, approvals.on_lifecycle
+            LifecycleCascade(clock),
+            rebac.on_lifecycle,
+            approvals.on_lifecycle,
+            CeilingCascade(clock),
         ),
     )
     keyring = KeyRing(store, clock, kek)
@@ -146,6 +154,7 @@ def build(
         tokens=tokens,
         dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
     )
+    posture, reviews = build_posture(config, clock, store, identity, sessions)
     t = Tessera(
         config=config,
         clock=clock,
@@ -178,6 +187,8 @@ def build(
         signals=build_signals(config, store, clock, keyring, audit, tailer),
         dev_issuer_key=dev_key,
         behaviour=behaviour,
+        posture=posture,
+        reviews=reviews,
     )
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
@@ -234,6 +245,60 @@ def node_tailer(config: Config, store: SqlStore, clock: Clock) -> EventTailer:
 
         wake = PgNotifyWake(libpq_conninfo(store.engine))
     return EventTailer(store, clock, settings, wake_source=wake)
+
+
+def build_posture(
+    config: Config,
+    clock: Clock,
+    store: SqlStore,
+    identity: IdentityService,
+    sessions: SessionAuthority,
+) -> tuple[PostureService, ReviewService]:
+    """Posture scanner over one inventory snapshot and one ledger pass, its findings table,
+    remediation through the identity and session services, and access reviews."""
+    from dataclasses import replace
+
+    from tessera.policy.service import PolicyService
+    from tessera.posture.remediation import Remediator
+    from tessera.posture.scanner import PostureScanner
+    from tessera.posture.settings import PostureSettings
+    from tessera.store.sql_posture import SqlAuditUsage, SqlFindingStore, SqlPostureInventory
+    from tessera.store.sql_review import SqlReviewStore
+
+    policies = PolicyService(store, clock)
+
+    def with_bundle(settings: PostureSettings) -> PostureSettings:
+        active = policies.active()
+        return (
+            replace(settings, scope_types=dict(active.bundle.scope_types)) if active else settings
+        )
+
+    settings = PostureSettings(
+        dormant_days=config.posture_dormant_days,
+        usage_window_days=config.posture_window_days,
+        key_rotation_days=config.posture_key_rotation_days,
+        max_agent_lifetime_days=config.agent_max_lifetime_days,
+        max_delegation_depth=config.posture_max_delegation_depth,
+    )
+    scanner = PostureScanner(
+        SqlPostureInventory(store.engine),
+        SqlAuditUsage(store.engine),
+        clock,
+        settings,
+        refresh=with_bundle,
+    )
+    reviews = ReviewService(
+        SqlReviewStore(store), identity, clock, default_on_expiry=config.review_on_expiry
+    )
+    posture = PostureService(
+        scanner,
+        SqlFindingStore(store),
+        Remediator(identity, sessions),
+        clock,
+        interval=float(config.posture_interval),
+        on_schedule=[reviews.close_expired],
+    )
+    return posture, reviews
 
 
 class CombinedCascade:

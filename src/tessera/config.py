@@ -57,6 +57,13 @@ class Config:
     event_tailing: bool = True
     ssf_transmitters_file: Path | None = None
     ssf_push_hosts: frozenset[str] = frozenset()
+    # posture and access review (issue 11); posture_interval 0 disables scheduled scans
+    posture_interval: int = 3600
+    posture_dormant_days: int = 30
+    posture_window_days: int = 30
+    posture_key_rotation_days: int = 90
+    posture_max_delegation_depth: int = 5
+    review_on_expiry: str = "revoke"
 
     @property
     def is_sqlite(self) -> bool:
@@ -167,6 +174,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         behaviour_revoke_on_high=_bool(env, "TESSERA_BEHAVIOUR_REVOKE_ON_HIGH", True),
         gateway_config_file=_path(env, "TESSERA_GATEWAY_CONFIG"),
         **_signals(env),
+        posture_interval=_int(env, "TESSERA_POSTURE_INTERVAL", 3600, 0, 7 * 86_400),
+        posture_dormant_days=_int(env, "TESSERA_POSTURE_DORMANT_DAYS", 30, 1, 3650),
+        posture_window_days=_int(env, "TESSERA_POSTURE_WINDOW_DAYS", 30, 1, 3650),
+        posture_key_rotation_days=_int(env, "TESSERA_POSTURE_KEY_ROTATION_DAYS", 90, 1, 3650),
+        posture_max_delegation_depth=_int(env, "TESSERA_POSTURE_MAX_DELEGATION_DEPTH", 5, 0, 25),
+        review_on_expiry=_choice(env, "TESSERA_REVIEW_ON_EXPIRY", "revoke", ("revoke", "keep")),
     )
 
 
@@ -210,6 +223,13 @@ def _signals(env: Mapping[str, str]) -> _SignalSettings:
             if h.strip()
         ),
     }
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise ConfigError(f"{name}: one of {', '.join(allowed)}, got {raw!r}")
+    return raw
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -148,6 +148,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
     _seed_demo_baselines(t, created)
     stream = _load_demo_signals(t, key_dir)
+    posture_examples = _load_posture_examples(t, key_dir)
     return {
         "loaded": True,
         "ssf_stream": stream,
@@ -156,6 +157,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         "agents": created,
         "model": DEMO_MODEL_DIGEST,
         "key_dir": str(key_dir),
+        "posture_examples": posture_examples,
     }
 
 
@@ -203,6 +205,30 @@ def _demo_mcp_client(t: Tessera, key_dir: Path) -> str:
     return reg.agent.id
 
 
+def _load_posture_examples(t: Tessera, key_dir: Path) -> list[str]:
+    """An agent that `tessera posture scan` flags: a legacy client secret (a standing
+    credential) and no model attestation. Its secret goes to the demo key dir (0600)."""
+    reg = t.identity.register_agent(
+        "legacy-reporter",
+        operator=DEMO_OPERATOR,
+        owner="bob",
+        purpose="Weekly report bot still on a shared secret (a posture example)",
+        expires_in_days=90,
+        ceiling={
+            "tools": ["docs/read"],
+            "data_scopes": ["doc:*"],
+            "models": [DEMO_MODEL_DIGEST],
+            "budgets": {"tool_calls": 10},
+        },
+        attestation_required=False,
+        legacy_secret=True,
+        actor="demo",
+    ).value
+    if reg.secret is not None:
+        write_private_file(key_dir / "legacy-reporter.secret", reg.secret.secret + "\n")
+    return [reg.agent.id]
+
+
 def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer: str) -> None:
     """alice and the research assistant are in team research, which sees the research-notes
     folder (document roadmap); bob owns q3-budget and shared it with the summarizer."""
@@ -248,8 +274,9 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     elif result["loaded"]:
         console.print(
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
-            f"agents research-assistant, summarizer and mcp-client, relationship model with "
-            f"7 tuples, SSF stream {result['ssf_stream']} for service siem; "
+            f"agents research-assistant, summarizer and mcp-client (and legacy-reporter, "
+            f"which `tessera posture scan` flags), relationship model with 7 tuples, "
+            f"SSF stream {result['ssf_stream']} for service siem; "
             f"keys in {result['key_dir']}",
             markup=False,
         )

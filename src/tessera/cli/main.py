@@ -654,6 +654,7 @@ def _register_extra_commands() -> None:
         demo,  # noqa: F401 - registers `demo` and `dev` groups
         gateway,  # noqa: F401 - registers `gateway` (the MCP gateway)
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
+        posture,  # noqa: F401 - registers `posture` and `review` groups
         rebac,  # noqa: F401 - registers the `rebac` group
         sessions,  # noqa: F401 - registers `session`, dev token helpers
         signals,  # noqa: F401 - registers the `signals` group (streams, tail)

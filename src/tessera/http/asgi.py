@@ -101,6 +101,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
 
     audit.install(app, tessera)
+    __import__("tessera.http.posture").http.posture.install(app, tessera)  # posture, reviews
     oauth.install(app)
     __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
     if tessera.behaviour is not None:  # flush learned baselines, findings, events at exit

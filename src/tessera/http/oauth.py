@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from tessera.app import Tessera
 from tessera.errors import TesseraError
 from tessera.http import ciba as _ciba
+from tessera.tokens.auth_failures import client_auth_failure
 from tessera.tokens.oauth_errors import OAuthError
 from tessera.tokens.service import CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenRequest
 
@@ -121,6 +122,7 @@ async def metadata_endpoint(request: Request) -> Response:
 
 async def token_endpoint(request: Request) -> Response:
     tessera: Tessera = request.app.state.tessera
+    req: TokenRequest | None = None
     try:
         form, resources = await _read_form(request)
         if form.get("grant_type") == _ciba.CIBA_GRANT:  # one handler per grant (issue 8)
@@ -131,10 +133,22 @@ async def token_endpoint(request: Request) -> Response:
         )
         result = await run_in_threadpool(tessera.tokens.token, req)
     except TesseraError as exc:
+        if req is not None and isinstance(exc, OAuthError) and exc.error == "invalid_client":
+            await _record_client_failure(tessera, req, exc)
         return _error(exc, tessera)
     headers = dict(_NO_STORE)
     _nonce_header(headers, tessera)
     return JSONResponse(result.body, headers=headers)
+
+
+async def _record_client_failure(tessera: Tessera, req: TokenRequest, exc: OAuthError) -> None:
+    """Failed client authentication is evidence (shadow agents, posture); if the ledger
+    cannot take it the client still gets its ``invalid_client``, and the log says so."""
+    entry = client_auth_failure(req.form, req.authorization, exc.detail, endpoint="token")
+    try:
+        await tessera.audit.record_async(entry)
+    except TesseraError as failure:
+        log.warning("could not record a failed client authentication: %s", failure.message)
 
 
 async def introspection_endpoint(request: Request) -> Response:

@@ -61,6 +61,7 @@ class AgentRepo(Protocol):
         *,
         expected: AgentStatus | None = None,
     ) -> None: ...
+    def set_ceiling(self, agent_id: str, ceiling: Ceiling, now: datetime) -> None: ...
 
 
 class ModelRepo(Protocol):

@@ -16,7 +16,7 @@ from tessera.clock import Clock, utc
 from tessera.crypto.hashing import hash_password_secret, hash_token, new_secret
 from tessera.crypto.keys import validate_public_jwk
 from tessera.errors import Conflict, InvalidInput, NotFound
-from tessera.identity import lifecycle
+from tessera.identity import lifecycle, narrowing
 from tessera.identity.ceiling import Ceiling, is_model_digest
 from tessera.identity.model import (
     SERVICE_SCOPES,
@@ -731,6 +731,62 @@ class IdentityService:
         if model is None:
             raise NotFound(f"no model {ref!r}")
         return model
+
+    # -- posture (issue 11): narrowing and credential remediation -----------------------
+
+    def narrow_agent_ceiling(
+        self, ref: str, ceiling: dict[str, Any], *, actor: str
+    ) -> Written[Agent]:
+        """Replace an agent's ceiling by one that lies within it (never wider: DESIGN 1,
+        "delegation can only narrow", applied to the standing grant). Writes
+        ``agent.ceiling_changed`` with what was removed; the lifecycle cascade revokes, in
+        the same transaction, every live session whose grant exceeds the new ceiling."""
+        new = Ceiling.from_dict(ceiling)
+        now = self._clock.now()
+        with self._store.write() as tx:
+            agent = self._agent(tx, ref)
+            if agent.status == AgentStatus.DECOMMISSIONED:
+                raise Conflict("agent is decommissioned", code="invalid_transition")
+            wider = narrowing.within(new, agent.ceiling)
+            if wider:
+                raise InvalidInput(
+                    "the new ceiling must lie within the current one: " + "; ".join(wider[:5])
+                )
+            tx.agents.set_ceiling(agent.id, new, now)
+            self._emit(
+                tx,
+                "agent.ceiling_changed",
+                agent.id,
+                {
+                    "agent": agent.id,
+                    "removed": narrowing.removed(agent.ceiling, new),
+                },
+                actor,
+            )
+        return Written(replace(agent, ceiling=new, updated_at=now), tx.consistency_token)
+
+    def disable_credential(
+        self, credential_id: str, reason: str | None = None, *, actor: str
+    ) -> Written[Credential]:
+        """Disable one credential (a stale key, a legacy secret); ``credential.disabled``.
+        Safe to retry: an already disabled credential is returned unchanged."""
+        reason = _text(reason, "reason", allow_empty=True) if reason else None
+        now = self._clock.now()
+        with self._store.write() as tx:
+            cred = tx.credentials.get(credential_id)
+            if cred is None:
+                raise NotFound(f"no credential {credential_id!r}")
+            if cred.status == CredentialStatus.DISABLED:
+                return Written(cred, None)
+            tx.credentials.disable(cred.id, now)
+            self._emit(
+                tx,
+                "credential.disabled",
+                cred.id,
+                {"owner_kind": cred.owner_kind, "owner": cred.owner_id, "reason": reason},
+                actor,
+            )
+        return Written(replace(cred, status=CredentialStatus.DISABLED), tx.consistency_token)
 
 
 class StoredUserGrants:

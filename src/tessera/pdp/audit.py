@@ -46,6 +46,8 @@ class AuditDecisionRecorder:
         for req, decision in pairs[:MAX_LISTED]:
             items.append(
                 {
+                    # the verified agent (token stage), so usage is attributable (posture)
+                    "agent": _verified_agent(decision),
                     "decision_id": decision.decision_id,
                     "subject": f"{req.subject.type}:{req.subject.id}"[:256],
                     "action": req.action.name[:256],
@@ -71,10 +73,16 @@ class AuditDecisionRecorder:
             if first_req is not None
             else "unknown"
         )
+        token = _token_detail(first) if first is not None else {}
         self._ledger.record(
             AuditEntry(
                 event_type=f"pdp.{record.kind}",
-                actor=ActorLayers(principal=principal),
+                actor=ActorLayers(
+                    principal=principal,
+                    agent=_short(token.get("agent")),
+                    session=_short(token.get("session")),
+                    user=_short(token.get("user")),
+                ),
                 action=action,
                 resource=resource,
                 outcome=outcome,
@@ -84,3 +92,19 @@ class AuditDecisionRecorder:
                 details={"caller": record.caller, "decisions": items, "count": len(pairs)},
             )
         )
+
+
+def _token_detail(decision: Decision) -> dict[str, Any]:
+    """The token stage's detail when it verified the agent's session token."""
+    for stage in decision.trace:
+        if stage.stage == "token" and stage.outcome == "allow" and stage.detail:
+            return dict(stage.detail)
+    return {}
+
+
+def _verified_agent(decision: Decision) -> str | None:
+    return _short(_token_detail(decision).get("agent"))
+
+
+def _short(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) and value else None

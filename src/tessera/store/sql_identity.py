@@ -245,6 +245,13 @@ class SqlAgentRepo:
         if result.rowcount != 1:
             raise Conflict("the agent changed concurrently; retry", code="concurrent_change")
 
+    def set_ceiling(self, agent_id: str, ceiling: Ceiling, now: datetime) -> None:
+        self._c.execute(
+            update(t.agents)
+            .where(t.agents.c.id == agent_id)
+            .values(ceiling=json.dumps(ceiling.to_dict()), updated_at=now)
+        )
+
     @staticmethod
     def _row(r: Row[Any]) -> Agent:
         return Agent(

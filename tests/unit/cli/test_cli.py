@@ -156,4 +156,9 @@ def test_demo_load_is_idempotent(run, tmp_path: Path) -> None:  # type: ignore[n
     assert "d" in json.loads(key.read_text())
     assert json.loads(run("demo", "load", "--json"))["loaded"] is False
     agents = json.loads(run("agent", "list", "--json"))
-    assert sorted(a["name"] for a in agents) == ["mcp-client", "research-assistant", "summarizer"]
+    assert sorted(a["name"] for a in agents) == [
+        "legacy-reporter",  # the posture example
+        "mcp-client",
+        "research-assistant",
+        "summarizer",
+    ]
