@@ -79,8 +79,8 @@ def test_dev_up_initialises_loads_demo_serves_and_reuses_data(env: dict[str, str
         auth = {"Authorization": f"Bearer {token}"}
         agents = httpx.get(f"{base}/admin/v1/agents", headers=auth).json()
         assert sorted(a["name"] for a in agents) == [
-            "mcp-client",
             "legacy-reporter",  # the demo's posture example
+            "mcp-client",
             "research-assistant",
             "summarizer",
         ]

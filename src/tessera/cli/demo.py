@@ -67,8 +67,16 @@ def load_demo(t: Tessera) -> dict[str, Any]:
         display_name="Alice (analyst)",
         email="alice@acme.example",
         grants={
-            "tools": ["docs/search", "docs/read", "web/fetch"],
-            "data_scopes": ["doc:*"],
+            # the docs tools, and the MCP demo tools her mcp-client agent uses (examples/gateway)
+            "tools": [
+                "docs/search",
+                "docs/read",
+                "web/fetch",
+                "tools/read_file",
+                "tools/send_email",
+                "tools/fetch_url",
+            ],
+            "data_scopes": ["doc:*", "mcp_server:tools", "file:*"],
             "budgets": {"tool_calls": 100, "external_calls": 10},
         },
         actor=actor,
