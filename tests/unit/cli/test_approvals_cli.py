@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
 import tessera.cli.policy  # noqa: F401 - registers `policy`
 from tessera.app import build
 from tessera.approvals.ports import CallToApprove
-from tessera.cli.approvals import app
 from tessera.config import load_config
 from tessera.crypto.canonical import argument_hash
 
@@ -20,23 +19,17 @@ BUNDLE = Path(__file__).resolve().parents[3] / "examples" / "approvals-bundle"
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TESSERA_DEV_MODE", "1")
-    monkeypatch.setenv("TESSERA_ISSUER", "http://localhost:8080")
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code == 0 else result.stderr
-
-    invoke("init")
-    invoke("demo", "load")
-    invoke("policy", "apply", str(BUNDLE))
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(
+        tmp_path,
+        monkeypatch,
+        env={"TESSERA_DEV_MODE": "1", "TESSERA_ISSUER": "http://localhost:8080"},
+        stdout_codes=(0,),
+    )
+    run("init")
+    run("demo", "load")
+    run("policy", "apply", str(BUNDLE))
+    return run
 
 
 def _request(action: str, args: dict[str, object]) -> str:

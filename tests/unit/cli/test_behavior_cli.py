@@ -6,25 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
 import tessera.cli.demo  # noqa: F401 - registers `demo`
-from tessera.cli.behavior import app
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code in (0, 1) else result.stderr
-
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(tmp_path, monkeypatch)
+    return run
 
 
 def test_simulate_prints_the_detection_table_and_says_it_is_synthetic(run) -> None:  # type: ignore[no-untyped-def]

@@ -5,28 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
-from tessera.cli.main import _register_extra_commands, app
+from tessera.cli.main import _register_extra_commands
 
 _register_extra_commands()
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway" / "gateway.yaml"
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    monkeypatch.delenv("TESSERA_GATEWAY_CONFIG", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code in (0, 1) else result.stderr
-
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(tmp_path, monkeypatch, unset=("TESSERA_GATEWAY_CONFIG",))
+    return run
 
 
 def test_gateway_needs_a_config_and_a_registered_service(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

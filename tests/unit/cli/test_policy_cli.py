@@ -6,26 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from tessera.cli.policy import app
+from tests.cli_harness import Run, cli_run
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code in (0, 1) else result.stderr
-
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(tmp_path, monkeypatch)
+    return run
 
 
 def test_validate_test_apply_and_explain(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

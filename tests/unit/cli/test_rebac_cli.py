@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
 from tessera.cli.demo import DEMO_REBAC_MODEL
-from tessera.cli.rebac import app
 from tessera.rebac import model_to_json, parse_dsl
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "rebac"
@@ -30,18 +29,9 @@ condition weekday(day: string) {
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code in (0, 1) else result.stderr
-
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(tmp_path, monkeypatch)
+    return run
 
 
 def test_model_tuples_and_queries(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,26 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
-from tessera.cli.signals import app
 from tessera.signals.caep import SESSION_REVOKED
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TESSERA_SSF_PUSH_HOSTS", "receiver.example")
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code in (0, 1) else result.stderr
-
-    return invoke
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = cli_run(tmp_path, monkeypatch, env={"TESSERA_SSF_PUSH_HOSTS": "receiver.example"})
+    return run
 
 
 def test_streams_create_list_delete(run) -> None:  # type: ignore[no-untyped-def]

@@ -4,36 +4,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli_harness import Run, cli_run
 
 from tessera.app import build
-from tessera.cli.main import _register_extra_commands, app
+from tessera.cli.main import _register_extra_commands
 from tessera.config import load_config
 from tessera.tokens.auth_failures import client_auth_failure
 
 _register_extra_commands()
-Run = Callable[..., str]
 
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0, answer: str | None = None) -> str:
-        result = runner.invoke(app, list(args), input=answer)
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout if code == 0 else result.stderr
-
-    invoke("init")
-    invoke("demo", "load")
-    return invoke
+    run = cli_run(tmp_path, monkeypatch, stdout_codes=(0,))
+    run("init")
+    run("demo", "load")
+    return run
 
 
 def test_demo_scan_shows_findings_and_is_a_dry_run(run: Run) -> None:
