@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 from tests.conftest import REQUIRE_SERVICES
-from tests.e2e.test_server_process import _free_port, _start, _stop, _wait_healthy
+from tests.e2e.test_approvals_e2e import _local, approval_server
 
-from tessera.app import Tessera, build
-from tessera.config import load_config
 from tessera.policy.bundle import read_bundle_dir
 from tessera.sdk import SessionClient, load_private_jwk
 from tessera.sdk.approvals import poll_approval, request_approval, wait_for_approval
@@ -39,30 +37,9 @@ def _need_chromium() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _need_chromium()
-    data = tmp_path_factory.mktemp("browser") / "data"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    env.update(
-        {
-            "TESSERA_DATA_DIR": str(data),
-            "TESSERA_PORT": str(port),
-            "TESSERA_DEV_MODE": "1",
-            # About approvals, not behaviour: against the demo's seeded baseline, the
-            # rapid repeated calls of a never-used sensitive tool here score as a burst
-            # (high risk: deny and revoke), which tests/contract/test_behavior_store.py covers.
-            "TESSERA_BEHAVIOUR": "0",
-            "TESSERA_ISSUER": f"http://localhost:{port}",
-        }
-    )
-    proc = _start(["dev", "up"], env)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
-        srv = {"base": f"http://localhost:{port}", "data": data, "env": env}
+    with approval_server(tmp_path_factory.mktemp("browser") / "data") as srv:
         _local(srv).pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
         yield srv
-        srv["local"].close()
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +50,6 @@ def browser(server: dict[str, Any]) -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield b
         b.close()
-
-
-def _local(server: dict[str, Any]) -> Tessera:
-    """The server's database in process, as the CLI opens it (no subprocess start-up)."""
-    if "local" not in server:
-        server["local"] = build(load_config(server["env"]))
-    return server["local"]  # type: ignore[no-any-return]
 
 
 def _agent(server: dict[str, Any]) -> tuple[SessionClient, str]:

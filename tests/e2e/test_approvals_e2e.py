@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ H = {"X-Tessera-Console": "1"}
 ARGS = {"title": "Roadmap 2027", "visibility": "public"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data = tmp_path_factory.mktemp("approvals") / "data"
+@contextmanager
+def approval_server(data: Path) -> Iterator[dict[str, Any]]:
+    """``tessera dev up`` on ``localhost`` (WebAuthn needs a domain RP ID) with the demo;
+    yields ``{base, data, env}`` (and ``local``, the same store in process, once used)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     env.update(
@@ -41,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             # rapid repeated calls of a never-used sensitive tool here score as a burst
             # (high risk: deny and revoke), which tests/contract/test_behavior_store.py covers.
             "TESSERA_BEHAVIOUR": "0",
-            "TESSERA_ISSUER": f"http://localhost:{port}",  # WebAuthn needs a domain RP ID
+            "TESSERA_ISSUER": f"http://localhost:{port}",
         }
     )
     proc = _start(["dev", "up"], env)
@@ -53,6 +55,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             srv["local"].close()
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with approval_server(tmp_path_factory.mktemp("approvals") / "data") as srv:
+        yield srv
 
 
 def _cli(server: dict[str, Any], *args: str) -> Any:
