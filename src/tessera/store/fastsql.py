@@ -132,3 +132,30 @@ def insert_event(
         (type_, subject, payload_json, actor, _ts(conn, created_at)),
     ).one()
     return int(row[0])
+
+
+def take_budget(conn: Connection, sid: str, name: str, amount: int) -> bool:
+    """Conditional decrement of one session budget counter: True when ``amount`` units were
+    available and are now taken (one row updated), False when the counter is short or
+    missing. The caller's transaction makes several counters all or nothing."""
+    result = conn.exec_driver_sql(
+        _sql(
+            conn,
+            "UPDATE session_budgets SET remaining = remaining - ? "
+            "WHERE sid = ? AND name = ? AND remaining >= ?",
+        ),
+        (amount, sid, name, amount),
+    )
+    return int(result.rowcount) == 1
+
+
+def give_budget(conn: Connection, sid: str, name: str, amount: int) -> None:
+    """Give ``amount`` units back to one counter, never above what was granted."""
+    conn.exec_driver_sql(
+        _sql(
+            conn,
+            "UPDATE session_budgets SET remaining = remaining + ? "
+            "WHERE sid = ? AND name = ? AND remaining + ? <= granted",
+        ),
+        (amount, sid, name, amount),
+    )

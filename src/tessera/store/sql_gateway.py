@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from tessera.store import tables as t
+from tessera.store.fastsql import give_budget, take_budget
 from tessera.store.tables_gateway import session_taints
 
 TAINTED_EVENT: Final = "session.tainted"
@@ -96,38 +96,18 @@ class SqlBudgetReservations:
         self._store = store
 
     def release(self, sid: str, amounts: Mapping[str, int]) -> None:
-        b = t.session_budgets
         with self._store.write() as tx:
             for name, amount in sorted(amounts.items()):
-                if amount <= 0:
-                    continue
-                tx.connection.execute(
-                    update(b)
-                    .where(
-                        and_(
-                            b.c.sid == sid,
-                            b.c.name == name,
-                            b.c.remaining + amount <= b.c.granted,
-                        )
-                    )
-                    .values(remaining=b.c.remaining + amount)
-                )
+                if amount > 0:
+                    give_budget(tx.connection, sid, name, amount)
 
     def reserve(self, sid: str, amounts: Mapping[str, int]) -> bool:
         """Conditional decrement of every counter, all or nothing."""
-        b = t.session_budgets
         try:
             with self._store.write() as tx:
                 for name, amount in sorted(amounts.items()):
-                    if amount <= 0:
-                        continue
-                    result = tx.connection.execute(
-                        update(b)
-                        .where(and_(b.c.sid == sid, b.c.name == name, b.c.remaining >= amount))
-                        .values(remaining=b.c.remaining - amount)
-                    )
-                    if result.rowcount != 1:
-                        raise _Short
+                    if amount > 0 and not take_budget(tx.connection, sid, name, amount):
+                        raise _Short  # roll back any counter already taken
         except _Short:
             return False
         return True

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, select, update
+from sqlalchemy import Connection, Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tessera.clock import utc
 from tessera.store import tables as t
-from tessera.store.fastsql import insert_replay, insert_session
+from tessera.store.fastsql import insert_replay, insert_session, take_budget
 from tessera.tokens.sessions import SessionRecord
 
 MAX_SUBTREE = 10_000
@@ -88,13 +88,9 @@ class SqlSessionRepo:
         for name, amount in sorted(amounts.items()):
             if amount <= 0:
                 continue
-            b = t.session_budgets
-            result = self._c.execute(
-                update(b)
-                .where(and_(b.c.sid == parent_sid, b.c.name == name, b.c.remaining >= amount))
-                .values(remaining=b.c.remaining - amount)
-            )
-            if result.rowcount != 1:
+            # Driver SQL: the Core statement cost ~0.4 ms to build per call (hot path of
+            # every gateway tools/call and AuthZEN evaluation).
+            if not take_budget(self._c, parent_sid, name, amount):
                 return False
         return True
 
