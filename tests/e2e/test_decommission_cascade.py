@@ -10,7 +10,6 @@ the ``Cascade`` context.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from tessera.app import build
 from tessera.approvals.ports import CallToApprove
 from tessera.config import load_config
 from tessera.crypto.canonical import argument_hash
+from tessera.crypto.jws import JwksKeys, verify_jwt
 from tessera.crypto.keys import jwk_thumbprint
 from tessera.sdk import SessionClient, client_assertion, load_private_jwk, model_attestation
 from tessera.signals.caep import ACCOUNT_DISABLED as RISC_ACCOUNT_DISABLED
@@ -273,10 +273,19 @@ def _pending_approval(c: Cascade, jkt: str) -> str:
     return ticket.auth_req_id
 
 
-def _payload(jwt: str) -> dict[str, Any]:
-    """A SET's claims (its signature is checked by tests/contract/test_ssf.py)."""
-    body = jwt.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
+def _verified_set(c: Cascade, token: str) -> dict[str, Any]:
+    """A SET's claims, verified against the issuer's published JWKS (RFC 8417 §2)."""
+    jwks = httpx.get(f"{c.nodes[0]}/.well-known/jwks.json", timeout=10).json()
+    return verify_jwt(
+        token,
+        keys=JwksKeys.from_jwks(jwks),
+        algorithms=["ES256"],
+        typ="secevent+jwt",
+        issuer=c.nodes[0],
+        audience=c.ids["siem"],
+        now=time.time(),
+        require=("iat", "jti"),
+    ).claims
 
 
 def _sets(c: Cascade) -> list[dict[str, Any]]:
@@ -288,7 +297,7 @@ def _sets(c: Cascade) -> list[dict[str, Any]]:
     r = httpx.post(url, headers=auth, json={"returnImmediately": True, "maxEvents": 1000})
     assert r.status_code == 200, r.text
     sets = r.json()["sets"]
-    c.extra.setdefault("sets", []).extend(_payload(v) for v in sets.values())
+    c.extra.setdefault("sets", []).extend(_verified_set(c, v) for v in sets.values())
     if sets:
         httpx.post(url, headers=auth, json={"ack": list(sets), "returnImmediately": True})
     return list(c.extra["sets"])
