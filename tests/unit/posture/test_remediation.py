@@ -3,21 +3,15 @@ the normal service calls (events, audit, session revocation), safe to retry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from tests.conftest import make_config
-from tests.unit.posture.helpers import DIGEST, advance, agent, base, scan, session
+from tests.unit.posture.helpers import DIGEST, advance, agent, scan, session
 
-from tessera.app import Tessera, build, initialise
+from tessera.app import Tessera
 from tessera.audit.ports import AuditQuery
-from tessera.clock import ManualClock
 from tessera.crypto.keys import generate_signing_key
 from tessera.errors import InvalidInput
 from tessera.identity.model import AgentStatus, CredentialStatus
 from tessera.posture.finding import Remediation
-from tessera.store.engine import make_engine
 
 WIDE = {
     "tools": ["docs/*", "mail/send"],
@@ -25,18 +19,6 @@ WIDE = {
     "models": [DIGEST],
     "budgets": {"tool_calls": 50},
 }
-
-
-@pytest.fixture
-def t(tmp_path: Path) -> Iterator[Tessera]:
-    config = make_config(tmp_path)
-    engine = make_engine(config.database_url)
-    clock = ManualClock()
-    initialise(config, clock=clock, engine=engine)
-    app = build(config, clock=clock, engine=engine)
-    base(app)
-    yield app
-    engine.dispose()
 
 
 def _events(t: Tessera, after: int, kind: str) -> list[dict[str, object]]:

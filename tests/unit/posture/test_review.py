@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from tests.conftest import make_config
-from tests.unit.posture.helpers import DIGEST, advance, agent, base, session
+from tests.unit.posture.helpers import DIGEST, advance, agent, session
 
-from tessera.app import Tessera, build, initialise
+from tessera.app import Tessera
 from tessera.audit.ports import AuditQuery
-from tessera.clock import ManualClock
 from tessera.errors import Conflict, InvalidInput
 from tessera.posture.review import ReviewService
-from tessera.store.engine import make_engine
 
 CEILING = {
     "tools": ["docs/read", "docs/search"],
@@ -23,18 +18,6 @@ CEILING = {
     "models": [DIGEST],
     "budgets": {"tool_calls": 10},
 }
-
-
-@pytest.fixture
-def t(tmp_path: Path) -> Iterator[Tessera]:
-    config = make_config(tmp_path)
-    engine = make_engine(config.database_url)
-    clock = ManualClock()
-    initialise(config, clock=clock, engine=engine)
-    app = build(config, clock=clock, engine=engine)
-    base(app)
-    yield app
-    engine.dispose()
 
 
 def _reviews(t: Tessera) -> ReviewService:

@@ -3,30 +3,22 @@ ledger; the records come from the same writers the server uses)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from tests.conftest import make_config
 from tests.unit.posture.helpers import (
     ALICE_GRANTS,
     DIGEST,
     advance,
     agent,
-    base,
     decision,
     failed_auth,
     scan,
     session,
 )
 
-from tessera.app import Tessera, build, initialise
-from tessera.clock import ManualClock
+from tessera.app import Tessera
 from tessera.crypto.keys import generate_signing_key
 from tessera.identity.ceiling import Ceiling
 from tessera.posture.finding import Remediation, Severity, SubjectKind
 from tessera.rebac.ports import RelationTuple
-from tessera.store.engine import make_engine
 
 MODEL = """model
   schema 1.1
@@ -36,18 +28,6 @@ type document
   relations
     define viewer: [user, agent]
 """
-
-
-@pytest.fixture
-def t(tmp_path: Path) -> Iterator[Tessera]:
-    config = make_config(tmp_path)
-    engine = make_engine(config.database_url)
-    clock = ManualClock()
-    initialise(config, clock=clock, engine=engine)
-    app = build(config, clock=clock, engine=engine)
-    base(app)
-    yield app
-    engine.dispose()
 
 
 def test_dormant_agent_without_recent_session(t: Tessera) -> None:
