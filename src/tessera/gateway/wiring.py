@@ -14,7 +14,6 @@ from tessera.gateway.config import load_gateway_config
 from tessera.gateway.resource import ResourceGuard
 from tessera.gateway.service import AgentDpopPolicy, McpGateway, replay_once
 from tessera.gateway.transport import SessionBinder
-from tessera.pdp.service import StoredLiveness
 from tessera.store.sql_gateway import SqlBudgetReservations, SqlSessionTaint
 from tessera.tokens.upstream import UpstreamTokenExchange
 
@@ -68,7 +67,8 @@ def build_gateway(app: Any, path: Path) -> McpGateway:
         binder=SessionBinder(session_key),
         audit=app.audit,
         approvals=app.approvals,  # tessera.approvals.service.ApprovalService
-        liveness=StoredLiveness(app.store, app.clock, app.tokens, app.tailer),
+        # the PDP's own session-liveness cache: one per node, fed by the event tailer
+        liveness=app.pdp.point.agents.liveness,
         token_endpoint=app.tokens.token_endpoint,
     )
 

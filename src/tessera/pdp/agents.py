@@ -87,7 +87,7 @@ class SessionTokenVerifier:
     def __init__(self, keys: KeyLookup, issuer: str, liveness: Liveness) -> None:
         self._keys = keys
         self._issuer = issuer
-        self._liveness = liveness
+        self.liveness = liveness  # also asked by PEPs in process (the gateway's streams)
         self._cache: dict[str, tuple[AgentSubject, int]] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +132,7 @@ class SessionTokenVerifier:
             jkt = properties.get("jkt", context.get("dpop_jkt"))
             if jkt != c.jkt:
                 raise AgentTokenRejected("DPoP key thumbprint does not match cnf.jkt")
-        live, reason = self._liveness(agent.token_hash, c.sid)
+        live, reason = self.liveness(agent.token_hash, c.sid)
         if not live:
             raise AgentTokenRejected(f"session not live: {reason}")
         return agent
