@@ -27,7 +27,7 @@ TOOLS = ["docs/read", "docs/search", "docs/publish", "web/fetch", "mail/send", "
 DOCS = ["1", "2", "9", "404"]
 
 
-def _claims(user: str | None, sid: str) -> SessionClaims:
+def _claims(user: str | None, sid: str, exp: int = 10**10) -> SessionClaims:
     grant = SessionGrant(
         tools=frozenset(["docs/*", "web/fetch", "mail/send"]),
         deny=frozenset(),
@@ -44,7 +44,7 @@ def _claims(user: str | None, sid: str) -> SessionClaims:
         client_id="agt_1",
         jti="j",
         iat=1,
-        exp=10**10,
+        exp=exp,
         sid=sid,
         operator="op_1",
         model_id="mdl_1",
@@ -65,7 +65,12 @@ class Agents:
         token = props.get("token")
         if token not in self.claims:
             raise AgentTokenRejected("bad token")
-        return AgentSubject(self.claims[token], f"sha256:{token}")
+        claims = self.claims[token]
+        if sid and sid != claims.client_id:
+            raise AgentTokenRejected("subject.id is not the token's client_id")
+        if claims.exp <= now:
+            raise AgentTokenRejected("token expired")
+        return AgentSubject(claims, f"sha256:{token}")
 
 
 class Ledger:
@@ -142,10 +147,11 @@ def _pdp(units: int) -> tuple[DecisionPoint, Ledger, Learner]:
 
 
 def _request(subject: str, tool: str, doc: str, ctx: dict[str, Any]) -> EvaluationRequest:
+    token, _, sid = subject.partition("@")
     subj: dict[str, Any] = (
         {"type": "user", "id": "alice", "properties": {"dept": "r"}}
         if subject == "user"
-        else {"type": "agent", "id": "agt_1", "properties": {"token": subject}}
+        else {"type": "agent", "id": sid or "agt_1", "properties": {"token": token}}
     )
     return parse_evaluation(
         {
@@ -169,7 +175,7 @@ def _view(d: Decision) -> Any:
 
 requests = st.builds(
     _request,
-    st.sampled_from(["solo", "alice", "forged", "user"]),
+    st.sampled_from(["solo", "alice", "forged", "user", "solo@agt_2", "alice@"]),
     st.sampled_from(TOOLS),
     st.sampled_from(DOCS),
     st.sampled_from([{}, {"external_content": True}, {"sensitive": True}, {"tainted": True}]),
@@ -256,3 +262,19 @@ def test_no_bundle_and_empty_batches() -> None:
     point.bundles = StaticBundle(None)
     out = point.decide_many([_request("solo", "docs/read", "1", {})] * 2, CALLER)
     assert [r.code for d in out for r in d.reasons] == ["no_policy", "no_policy"]
+
+
+def test_a_token_expiring_mid_batch_is_rejected_from_then_on() -> None:
+    point, _, _ = _pdp(10)
+    clock = point.clock
+    point.agents.claims["solo"] = _claims(None, "ses_1", exp=int(clock.timestamp()) + 5)  # type: ignore[union-attr]
+
+    class Ticking:
+        def score(self, req: Any, session: Any, agent: Any = None) -> RiskScore:
+            clock.advance(2)  # type: ignore[attr-defined]
+            return RiskScore()
+
+    point.behaviour = Ticking()
+    out = point.decide_many([_request("solo", "docs/search", "1", {})] * 4, CALLER)
+    assert [d.verdict for d in out] == ["allow", "allow", "allow", "deny"]
+    assert out[3].trace[0].detail["cause"] == "token expired"

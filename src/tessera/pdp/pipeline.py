@@ -15,7 +15,13 @@ from typing import Any, Final, Protocol
 
 from tessera.clock import Clock
 from tessera.identity.ceiling import covered_by_any
-from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller, SessionTokenVerifier
+from tessera.pdp.agents import (
+    MAX_TOKEN,
+    AgentSubject,
+    AgentTokenRejected,
+    Caller,
+    SessionTokenVerifier,
+)
 from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
@@ -85,8 +91,8 @@ class _Batch:
 
     __slots__ = ("attrs", "memo")
 
-    def __init__(self, memo: dict[str, AgentSubject | AgentTokenRejected] | None = None) -> None:
-        self.memo: dict[str, AgentSubject | AgentTokenRejected] = {} if memo is None else memo
+    def __init__(self, memo: dict[Any, AgentSubject | AgentTokenRejected] | None = None) -> None:
+        self.memo: dict[Any, AgentSubject | AgentTokenRejected] = {} if memo is None else memo
         self.attrs: dict[tuple[str, str], Mapping[str, Any] | None] = {}
 
     def attributes(self, source: AttributeSource, etype: str, eid: str) -> Mapping[str, Any] | None:
@@ -203,7 +209,7 @@ class DecisionPoint:
         req: EvaluationRequest,
         caller: Caller,
         *,
-        memo: dict[str, AgentSubject | AgentTokenRejected] | None = None,
+        memo: dict[Any, AgentSubject | AgentTokenRejected] | None = None,
         consume: bool = False,
     ) -> Decision:
         """One decision. ``consume`` (real evaluations, never search or explain) spends one
@@ -313,28 +319,30 @@ class DecisionPoint:
         self,
         req: EvaluationRequest,
         caller: Caller,
-        memo: dict[str, AgentSubject | AgentTokenRejected] | None,
+        memo: dict[Any, AgentSubject | AgentTokenRejected] | None,
     ) -> tuple[StageResult, AgentSubject | None]:
         if self.agents is None:
             raise AgentTokenRejected("agent subjects are not enabled")
+        props = req.subject.properties
+        token, jkt = props.get("token"), props.get("jkt", req.context.get("dpop_jkt"))
+        # Everything verify reads from the request, exactly; anything else is not memoised.
         key = (
-            str(req.subject.properties.get("token", ""))[:16_384]
-            + "|"
-            + str(req.subject.properties.get("jkt", req.context.get("dpop_jkt")))
+            (token, jkt, req.subject.id)
+            if isinstance(token, str)
+            and len(token) <= MAX_TOKEN
+            and (jkt is None or isinstance(jkt, str))
+            else None
         )
+        now = self.clock.timestamp()
+        found = memo.get(key) if memo is not None and key is not None else None
+        if isinstance(found, AgentSubject) and found.claims.exp <= now:
+            found = None  # expired during the batch: verify again, as a lone decide would
         try:
-            found = memo.get(key) if memo is not None else None
             if found is None:
-                found = self.agents.verify(
-                    req.subject.properties,
-                    req.subject.id,
-                    req.context,
-                    caller,
-                    self.clock.timestamp(),
-                )
+                found = self.agents.verify(props, req.subject.id, req.context, caller, now)
         except AgentTokenRejected as exc:
             found = exc
-        if memo is not None:
+        if memo is not None and key is not None:
             memo[key] = found
         if isinstance(found, AgentTokenRejected):
             # DESIGN 5: token failures stay one opaque reason; the cause is in the trace

@@ -215,6 +215,7 @@ class CedarPolicies:
                 self._by_entity.setdefault(s.resource, []).append(pid)
             else:
                 self._general.append(pid)
+        self._order = {pid: i for i, pid in enumerate(self._policies)}
         self._bases: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._slices: dict[tuple[Any, ...], Any] = {}
         self._shared: dict[tuple[str, str], Any] = {}
@@ -298,6 +299,7 @@ class CedarPolicies:
         found = self._slices.get(key)
         if found is not None:
             return found
+        ids = tuple(sorted(ids, key=self._order.__getitem__))  # bundle order, as before
         doc = {
             "staticPolicies": {pid: self._policies[pid] for pid in ids},
             "templates": {},
