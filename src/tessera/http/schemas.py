@@ -231,6 +231,11 @@ class EventPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+    audit_checkpoint_webhook: str | None = Field(
+        default=None,
+        description="with a checkpoint webhook: `ok`, or `behind: N undelivered` (the node "
+        "stays ready; checkpoints are retried)",
+    )
 
 
 class SessionOut(BaseModel):
