@@ -17,7 +17,7 @@ from tessera.errors import PayloadTooLarge, TesseraError
 from tessera.http import admin, oauth, rebac
 from tessera.http.problems import install_problem_handlers, problem
 from tessera.http.ratelimit import RateLimit
-from tessera.http.schemas import Health
+from tessera.http.schemas import Health, Readiness
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -124,7 +124,7 @@ def create_app(tessera: Tessera) -> FastAPI:
 
     @app.get(
         "/readyz",
-        response_model=Health,
+        response_model=Readiness,
         tags=["health"],
         responses={503: {"description": "not ready"}},
         response_model_exclude_none=True,

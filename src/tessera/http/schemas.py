@@ -231,6 +231,9 @@ class EventPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Readiness(Health):
     audit_checkpoint_webhook: str | None = Field(
         default=None,
         description="with a checkpoint webhook: `ok`, or `behind: N undelivered` (the node "
