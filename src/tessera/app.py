@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -17,6 +18,12 @@ from tessera.approvals.service import ApprovalService
 from tessera.approvals.wiring import ApprovalEdges, build_approval_edges
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
+from tessera.audit.webhook import (
+    DirectoryAndWebhookSink,
+    WebhookCheckpointSink,
+    WebhookSecret,
+    webhook_health_recorder,
+)
 from tessera.behavior.service import BehaviourService
 from tessera.behavior.wiring import build_behaviour
 from tessera.clock import Clock, SystemClock
@@ -32,6 +39,7 @@ from tessera.identity.service import (
     LifecycleHook,
     StoredUserGrants,
 )
+from tessera.outbound import OutboundPolicy
 from tessera.pdp.audit import AuditDecisionRecorder
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.posture.review import ReviewService
@@ -313,14 +321,46 @@ class CombinedCascade:
 
 
 def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) -> AuditService:
-    """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``."""
-    sink = DirectoryCheckpointSink(config.audit_checkpoint_dir or config.data_dir / "checkpoints")
+    """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``
+    and, when ``TESSERA_AUDIT_CHECKPOINT_WEBHOOK`` is set, to the webhook (delivered in the
+    background from markers in ``$TESSERA_DATA_DIR/checkpoints-undelivered``)."""
+    directory = config.audit_checkpoint_dir or config.data_dir / "checkpoints"
+    sink = DirectoryCheckpointSink(directory)
+    webhook = _checkpoint_webhook(config, clock)
+    if webhook is not None:
+        sink = DirectoryAndWebhookSink(directory, webhook)
     settings = AuditSettings(
         issuer=config.issuer,
         checkpoint_every=config.audit_checkpoint_every,
         checkpoint_interval=float(config.audit_checkpoint_interval),
     )
-    return AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+    audit = AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+    if webhook is not None:
+        webhook.on_health = webhook_health_recorder(audit.record)
+    return audit
+
+
+def _checkpoint_webhook(config: Config, clock: Clock) -> WebhookCheckpointSink | None:
+    url = config.audit_checkpoint_webhook
+    if url is None:
+        return None
+    secret = config.audit_checkpoint_webhook_secret
+    return WebhookCheckpointSink(
+        url,
+        config.data_dir / "checkpoints-undelivered",
+        OutboundPolicy(
+            frozenset({(urlsplit(url).hostname or "").lower()}),
+            allow_private=config.outbound_allow_private,
+            timeout=config.audit_checkpoint_webhook_timeout,
+            max_bytes=64 * 1024,
+        ),
+        secret=None
+        if secret is None
+        else WebhookSecret(
+            "hmac" if config.audit_checkpoint_webhook_auth == "hmac" else "bearer", secret
+        ),
+        clock=clock,
+    )
 
 
 class SessionBudgets:
