@@ -22,7 +22,13 @@ def test_validate_test_apply_and_explain(run, tmp_path: Path) -> None:  # type: 
     assert "ok: bundle 'docs', 4 policies" in run("policy", "validate", bundle)
     assert "4 passed, 0 failed" in run("policy", "test", bundle)
     run("init")
-    applied = json.loads(run("policy", "apply", bundle, "--json"))
+    # decisions.md 85: the bundle pins a ReBAC model and none is active yet
+    err = run("policy", "apply", bundle, code=2)
+    assert "pins ReBAC model sha256:" in err
+    assert "the active model is none" in err
+    assert "--with-model" in err
+    assert json.loads(run("policy", "versions", "--json")) == []  # nothing was written
+    applied = json.loads(run("policy", "apply", bundle, "--with-model", "--json"))
     assert applied["version"] == 1
     assert applied["active"] is True
     run("policy", "apply", str(EXAMPLES / "authzen-search"))
