@@ -20,7 +20,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
 def test_validate_test_apply_and_explain(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bundle = str(EXAMPLES / "policy-bundle")
     assert "ok: bundle 'docs', 4 policies" in run("policy", "validate", bundle)
-    assert "4 passed, 0 failed" in run("policy", "test", bundle)
+    assert "17 passed, 0 failed" in run("policy", "test", bundle)
     run("init")
     # decisions.md 85: the bundle pins a ReBAC model and none is active yet
     err = run("policy", "apply", bundle, code=2)
