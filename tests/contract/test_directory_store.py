@@ -34,7 +34,9 @@ def _events(store: SqlStore) -> list[tuple[str, str, dict[str, object]]]:
 
 def _rows(store: SqlStore) -> int:
     with store.read() as tx:
-        return int(tx.connection.execute(select(func.count()).select_from(directory_entries)).scalar_one())
+        return int(
+            tx.connection.execute(select(func.count()).select_from(directory_entries)).scalar_one()
+        )
 
 
 def test_set_get_list_delete(store: SqlStore, clock: ManualClock) -> None:
@@ -137,7 +139,9 @@ def test_every_node_follows_changes_through_the_event_log(
     assert w.consistency_token is not None
 
 
-def test_a_node_that_cannot_follow_the_log_fails_closed(store: SqlStore, clock: ManualClock) -> None:
+def test_a_node_that_cannot_follow_the_log_fails_closed(
+    store: SqlStore, clock: ManualClock
+) -> None:
     DirectoryService(store, clock).set("user", "alice", {"role": "admin"}, actor="t")
     tailer = EventTailer(store, clock, TailerSettings(enabled=False))
     node = StoredDirectory(store, tailer)

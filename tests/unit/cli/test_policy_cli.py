@@ -76,3 +76,30 @@ def test_invalid_bundles_and_failing_tests_exit_non_zero(run, tmp_path: Path) ->
         "action: {name: view}, resource: {type: record, id: '1'}}\n    expect: allow\n"
     )
     assert "0 passed, 1 failed" in run("policy", "test", str(failing), code=1)
+
+
+def test_a_new_rebac_model_warns_when_the_bundle_pins_another(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr_of = cli_run(tmp_path, monkeypatch, stdout_codes=())  # returns stderr
+    bundle = EXAMPLES / "policy-bundle"
+    run("init")
+    run("policy", "apply", str(bundle), "--with-model")
+    run("policy", "apply", str(bundle))  # the pinned model is the active one: no flag needed
+    assert "warning" not in stderr_of("rebac", "model", "apply", str(bundle / "model.fga"))
+    other = tmp_path / "other.fga"
+    other.write_text((bundle / "model.fga").read_text() + "\ntype project\n")
+    warned = stderr_of("rebac", "model", "apply", str(other))
+    assert "warning: the active policy bundle (version 2) pins another model" in warned
+    request = tmp_path / "req.json"
+    request.write_text(
+        json.dumps(
+            {
+                "subject": {"type": "user", "id": "alice"},
+                "action": {"name": "docs/read"},
+                "resource": {"type": "document", "id": "1"},
+            }
+        )
+    )
+    out = json.loads(run("pdp", "explain", str(request)))
+    assert [r["code"] for r in out["context"]["reasons"]] == ["model_mismatch"]

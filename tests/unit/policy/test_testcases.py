@@ -11,7 +11,9 @@ import pytest
 from tessera.policy.bundle import load_bundle, read_bundle_dir
 from tessera.policy.testcases import describe_agent, run_test_file
 
-BUNDLE = load_bundle(read_bundle_dir(Path(__file__).resolve().parents[3] / "examples" / "policy-bundle"))
+BUNDLE = load_bundle(
+    read_bundle_dir(Path(__file__).resolve().parents[3] / "examples" / "policy-bundle")
+)
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -132,8 +134,6 @@ def test_cases_are_independent_and_taint_is_described() -> None:
 
 
 def test_the_example_bundle_passes() -> None:
-    results = run_test_file(
-        BUNDLE, "tests/agents.yaml", BUNDLE.files["tests/agents.yaml"]
-    )
+    results = run_test_file(BUNDLE, "tests/agents.yaml", BUNDLE.files["tests/agents.yaml"])
     assert len(results) == 13
     assert all(r.passed for r in results), [r for r in results if not r.passed]
