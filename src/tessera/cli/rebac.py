@@ -105,15 +105,18 @@ def model_apply(
     with cli_errors():
         active = t.pdp.policies.active()
     pinned = active.bundle.rebac_model_digest if active is not None else None
-    if active is not None and pinned is not None:
-        if pinned != model_digest(model_from_json(m.json, validate=False)):
-            # decisions.md 85: the bundle's relations are no longer evaluated
-            err_console.print(
-                f"warning: the active policy bundle (version {active.version}) pins another "
-                "model: decisions that check relations deny with model_mismatch until a "
-                "bundle pinning this model is applied (tessera policy apply DIR --with-model)",
-                markup=False,
-            )
+    if (
+        active is not None
+        and pinned is not None
+        and pinned != model_digest(model_from_json(m.json, validate=False))
+    ):
+        # decisions.md 85: the bundle's relations are no longer evaluated
+        err_console.print(
+            f"warning: the active policy bundle (version {active.version}) pins another "
+            "model: decisions that check relations deny with model_mismatch until a "
+            "bundle pinning this model is applied (tessera policy apply DIR --with-model)",
+            markup=False,
+        )
 
 
 @model_app.command("show")
