@@ -128,6 +128,14 @@ def test_every_node_follows_changes_through_the_event_log(
     assert node_b.attributes("user", "bob") is None
     assert node_b.ids_of_type("user") == ["alice"]
     assert node_b.ids_of_type("record") == ["1"]
+    # An entry too large for the event payload: the event names it, nodes read the row.
+    writer.set("user", "alice", {"bio": "b" * 10_000}, actor="t")
+    _, _, payload = _events(store)[-1]
+    assert payload["attributes_omitted"] is True
+    assert payload["entries"] == [{"type": "user", "id": "alice"}]
+    clock.advance(0.5)
+    assert node_b.attributes("user", "alice") == {"bio": "b" * 10_000}
+    writer.set("user", "alice", {"role": "viewer"}, actor="t")
     # A load too large for the event payload makes every node re-read the whole directory.
     big = {"doc": {str(i): {"title": "x" * 40} for i in range(400)}}
     w = writer.load(big, actor="t")

@@ -226,14 +226,19 @@ def _changed_payload(
     written: Sequence[tuple[str, str, str]], deleted: Sequence[Key]
 ) -> dict[str, Any]:
     """The event's payload (and so the audit record's details): what changed, with the new
-    attributes when small; otherwise counts and ``reload`` (every node re-reads it all)."""
+    attributes when small; else the changed keys alone; else counts and ``reload`` (every
+    node re-reads the whole directory). Nodes re-read changed rows either way."""
     payload: dict[str, Any] = {"set": len(written), "deleted": len(deleted)}
+    removed = [{"type": t, "id": i} for t, i in deleted]
     inline = {
         "entries": [{"type": t, "id": i, "attributes": json.loads(a)} for t, i, a in written],
-        "removed": [{"type": t, "id": i} for t, i in deleted],
+        "removed": removed,
     }
     if len(json.dumps(inline)) <= INLINE_BYTES:
         return {**payload, **inline}
+    keys = {"entries": [{"type": t, "id": i} for t, i, _ in written], "removed": removed}
+    if len(json.dumps(keys)) <= INLINE_BYTES:
+        return {**payload, **keys, "attributes_omitted": True}
     return {**payload, "reload": True}
 
 
