@@ -61,6 +61,7 @@ from tessera.pdp.ports import EngineRelations, MemoryAttributes, MemoryTaint
 from tessera.policy.bundle import PolicyBundle
 from tessera.rebac import MemoryTupleIndex, RebacEngine, RelationTuple
 from tessera.tokens.claims import build_session_claims, parse_session_claims
+from tessera.tokens.delegation import act_from_chain
 from tessera.tokens.grant import SessionGrant
 from tessera.tokens.rar import parse_budgets
 
@@ -158,9 +159,6 @@ def describe_agent(name: str, raw: Any, now: int) -> DescribedAgent:
         subject, chain = act[-1], [client_id, *act[:-1]]
     else:
         subject, chain = client_id, []
-    act_claim = None
-    for sub in reversed(chain):
-        act_claim = {"sub": sub} if act_claim is None else {"sub": sub, "act": act_claim}
     try:
         claims = parse_session_claims(
             build_session_claims(
@@ -174,7 +172,7 @@ def describe_agent(name: str, raw: Any, now: int) -> DescribedAgent:
                 operator=str(raw.get("operator", "op_test")),
                 model_id=str(model.get("id", "mdl_test")),
                 jkt=None,
-                act=act_claim,
+                act=act_from_chain(chain),
                 parent="sha256:bundle-test-parent" if depth else None,
             )
         )
