@@ -41,6 +41,7 @@ from tessera.identity.service import (
 )
 from tessera.outbound import OutboundPolicy
 from tessera.pdp.audit import AuditDecisionRecorder
+from tessera.pdp.directory import DirectoryService, StoredDirectory
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.posture.review import ReviewService
 from tessera.posture.service import PostureService
@@ -90,6 +91,7 @@ class Tessera:
     gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
     posture: PostureService | None = None  # issue 11: scanner, findings, schedule
     reviews: ReviewService | None = None  # issue 11: access review campaigns
+    directory: DirectoryService | None = None  # issue 5: the PDP's directory (writes)
 
     def close(self) -> None:
         if self.behaviour is not None:
@@ -188,6 +190,8 @@ def build(
             budgets=SessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
+            # issue 5 (pdpgaps): the directory from the store, followed through the tailer
+            attributes=StoredDirectory(store, tailer),
         ),
         approvals=approvals,
         approval_edges=approval_edges,
@@ -197,7 +201,10 @@ def build(
         behaviour=behaviour,
         posture=posture,
         reviews=reviews,
+        directory=DirectoryService(store, clock),  # issue 5 (pdpgaps)
     )
+    # issue 5 (pdpgaps, decisions.md 85): `policy apply --with-model` writes the pinned model
+    t.pdp.policies.models = rebac
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
     # MCP gateway (issue 9): session taint durable in the store and shared by every node.

@@ -99,6 +99,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(admin.router)
     app.include_router(rebac.router)
+    __import__("tessera.http.directory").http.directory.install(app)  # PDP directory (#5)
     from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
 
     audit.install(app, tessera)
