@@ -209,6 +209,7 @@ class AuthzenApi:
         """AuthZEN §6: one decision; an allowed one spends its session budget unit."""
         caller, body, rid = await self._begin(scope, receive)
         req = parse_evaluation(body)
+        await self._at_least(body)
         point = self.tessera.pdp.point
         decision = await self._thread(functools.partial(point.decide, req, caller, consume=True))
         await self._record(DecisionRecord("evaluation", caller.service_id, rid, ((req, decision),)))
@@ -218,6 +219,7 @@ class AuthzenApi:
         """AuthZEN §7: a batch (§7.1.2 semantics) is one audit record listing its decisions."""
         caller, body, rid = await self._begin(scope, receive)
         reqs, semantic = parse_evaluations(body)
+        await self._at_least(body)
         decisions = await self._thread(functools.partial(self._batch, reqs, semantic, caller))
         pairs = tuple(zip(reqs, decisions, strict=False))
         await self._record(DecisionRecord("evaluations", caller.service_id, rid, pairs))
@@ -226,18 +228,15 @@ class AuthzenApi:
 
     async def _search(self, kind: str, scope: Scope, receive: Receive) -> bytes:
         """AuthZEN §8 (recorded by ``search`` itself)."""
-        caller, body, rid = await self._begin(scope, receive, consistency=False)
+        caller, body, rid = await self._begin(scope, receive)
         point = self.tessera.pdp.point
         run = functools.partial(search, point, kind, body, caller, request_id=rid)
         return _dumps(await self._thread(run))
 
     # -- shared steps ----------------------------------------------------------------
 
-    async def _begin(
-        self, scope: Scope, receive: Receive, *, consistency: bool = True
-    ) -> tuple[Caller, Any, str | None]:
-        """The caller (before the body is read), the parsed body, the request id; waits
-        for ``context.consistency_token`` when one is given."""
+    async def _begin(self, scope: Scope, receive: Receive) -> tuple[Caller, Any, str | None]:
+        """The caller (before the body is read), the parsed body, the request id."""
         tessera = self.tessera
         authorization = _header(scope, b"authorization")
         now = tessera.clock.timestamp()
@@ -246,10 +245,13 @@ class AuthzenApi:
         if caller is None:  # a miss reads the store: not on the event loop
             caller = await self._thread(functools.partial(callers.authenticate, authorization, now))
         body = _json(await _read_body(receive))
-        if consistency and _consistency_token(body):
-            await self._thread(functools.partial(signals.at_least, tessera, body))
         rid = scope.get("state", {}).get("request_id")
         return caller, body, rid if isinstance(rid, str) else _header(scope, b"x-request-id")
+
+    async def _at_least(self, body: Any) -> None:
+        """Wait for ``context.consistency_token`` (signals.at_least) when one is given."""
+        if _consistency_token(body):
+            await self._thread(functools.partial(signals.at_least, self.tessera, body))
 
     def _batch(
         self, reqs: Sequence[EvaluationRequest], semantic: str, caller: Caller
