@@ -157,3 +157,15 @@ def test_cached_callers_are_forgotten_on_credential_events(pdp: Pdp) -> None:  #
     other.authenticate(f"Bearer {pdp.service_token}", now)
     other.on_events(None, [SimpleNamespace(type="service_token.issued")])
     assert other.cached(f"Bearer {pdp.service_token}", now) is not None
+
+
+def test_the_shortcut_honours_a_root_path(pdp: Pdp) -> None:  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    behind_proxy = TestClient(pdp.w.http.app, root_path="/pdp")
+    body = _request(pdp, pdp.session())
+    # servers differ on whether ``path`` includes ``root_path`` (ASGI spec: it does)
+    for path in ("/pdp/access/v1/evaluation", "/access/v1/evaluation"):
+        r = behind_proxy.post(path, json=body, headers=_auth(pdp))
+        assert r.status_code == 200, r.text
+        assert r.json()["decision"] is True

@@ -187,8 +187,18 @@ class AuthzenApi:
             self.routes[f"/access/v1/search/{kind}"] = functools.partial(self._search, kind)
         self._threads = DecisionThreads(WORKERS)
 
+    def route(self, scope: Scope) -> Callable[[Scope, Receive], Awaitable[bytes]] | None:
+        """The endpoint for this request's path (under the app's ``root_path``, if any)."""
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return self.routes.get(path)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.routes[scope["path"]]
+        handler = self.route(scope)
+        if handler is None:  # only reachable through the router, which matched the path
+            raise RuntimeError(f"no AuthZEN endpoint at {scope['path']!r}")
         try:
             payload = await handler(scope, receive)
         except _Disconnected:
@@ -295,11 +305,7 @@ class AuthzenShortcut:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in self.api.routes
-        ):
+        if scope["type"] == "http" and scope["method"] == "POST" and self.api.route(scope):
             await self.api(scope, receive, send)
             return
         await self.app(scope, receive, send)
