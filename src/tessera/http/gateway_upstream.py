@@ -116,8 +116,8 @@ async def _forward(
             if not await _evidence(adm):
                 return _unrecorded(msg_id)
             # Only a tools/list answer is rewritten; any other is relayed as it came.
-            out = dumps(changed) if rpc_method == "tools/list" else body
-            return Response(out, resp.status, headers=back, media_type=_JSON)
+            answer = dumps(changed) if rpc_method == "tools/list" else body
+            return Response(answer, resp.status, headers=back, media_type=_JSON)
         await _failed(gw, adm, request, f"bad_response_{resp.status}")
         if resp.status == 404 and upstream_sid:
             return _rpc(rpc_error(msg_id, INVALID_REQUEST, "session expired"), 404)
