@@ -113,6 +113,8 @@ class UpstreamResponse:
         elif te is not None:
             # RFC 9112 6.3: chunked must be the last coding; otherwise the body ends at close
             self._mode = "chunked" if te.lower().rsplit(",", 1)[-1].strip() == "chunked" else "eof"
+            if "content-length" in headers:  # both framings: not to be trusted again
+                self._reusable = False
         elif "content-length" in headers:
             raw = headers["content-length"]
             values = {v.strip() for v in raw.split(",")}

@@ -85,9 +85,11 @@ async def _forward(
     out = _upstream_headers(adm, headers, upstream_sid)
     out["content-type"] = _JSON
     try:
-        # Only a message nothing was decided for may be sent twice (stale keep-alive race).
+        # Only a request nothing was decided for (a list, a handshake) may be sent twice
+        # (the stale keep-alive race); never a decided call, a notification or a response.
+        safe = adm.verdict is None and msg_id is not None
         resp = await client.request(
-            "POST", up.url, out, raw, read_timeout=up.timeout, retry_safe=adm.verdict is None
+            "POST", up.url, out, raw, read_timeout=up.timeout, retry_safe=safe
         )
     except UpstreamError as exc:
         log.warning("gateway: upstream %s unreachable: %s", up.name, exc.kind)
