@@ -256,6 +256,10 @@ class GatewayFastPath:
         request = Request(scope, receive)
         rid = scope.get("state", {}).get("request_id")
         token = current_request_id.set(rid if isinstance(rid, str) else None)
+        post = scope["method"] == "POST"
+        gw: Any = self.gw
+        if post:  # POSTs in flight, until their answer (JSON or SSE) is sent: see _off_loop
+            gw._posts = getattr(gw, "_posts", 0) + 1
         try:
             try:
                 response = await endpoint(request)
@@ -266,6 +270,8 @@ class GatewayFastPath:
                 response = await handler(request, exc)
             await response(scope, receive, send)
         finally:
+            if post:
+                gw._posts -= 1
             current_request_id.reset(token)
 
 

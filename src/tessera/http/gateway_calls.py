@@ -38,9 +38,16 @@ def _executor(gw: McpGateway) -> ThreadPoolExecutor:
 
 
 async def _off_loop(gw: McpGateway, fn: Callable[..., _T], *args: Any) -> _T:
-    """Run the synchronous half (store, PDP) on the gateway's own threads: a plain
-    executor hop (the context travels, for the request id) is cheaper than anyio's worker
-    threads and its shared capacity limiter, and the loop never waits on a store lock."""
+    """Run the synchronous half (store, PDP) of a request.
+
+    When it is the only POST in flight it runs right here, on the loop: there is nothing
+    else for the loop to do meanwhile, and two thread wake-ups (there and back) cost more
+    than the work itself on a busy machine (decisions.md 68). With others in flight it
+    goes to the gateway's own threads, so a store lock wait never stalls the other
+    requests: a plain executor hop (the context travels, for the request id), cheaper than
+    anyio's worker threads and their shared capacity limiter."""
+    if getattr(gw, "_posts", 0) <= 1:
+        return fn(*args)
     ctx = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(_executor(gw), ctx.run, fn, *args)
 
