@@ -7,6 +7,7 @@ verdict here. Every error inside a stage is a deny with the error as reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,13 @@ from typing import Any, Final, Protocol
 
 from tessera.clock import Clock
 from tessera.identity.ceiling import covered_by_any
-from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller, SessionTokenVerifier
+from tessera.pdp.agents import (
+    MAX_TOKEN,
+    AgentSubject,
+    AgentTokenRejected,
+    Caller,
+    SessionTokenVerifier,
+)
 from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
@@ -35,11 +42,13 @@ from tessera.pdp.ports import (
     SessionTaint,
 )
 from tessera.policy.bundle import PolicyBundle
+from tessera.policy.cedar import SharedEntities
 from tessera.policy.service import ActiveBundle
 
 AGENT: Final = "agent"
 log = logging.getLogger("tessera.pdp")
 _PRIVATE_PROPS: Final = frozenset({"token", "jkt"})
+MAX_PRINCIPALS: Final = 4096
 
 
 class BundleSource(Protocol):
@@ -74,6 +83,24 @@ def _error(stage: str, exc: BaseException) -> StageResult:
     msg = getattr(exc, "message", None) or type(exc).__name__
     code = getattr(exc, "code", None) or "evaluation_error"
     return StageResult(stage, "error", (Reason(stage, str(code), str(msg)[:300]),))
+
+
+class _Batch:
+    """What repeats across the decisions of one ``decide`` / ``decide_many`` call: verified
+    session tokens (with their liveness), directory reads, the principal's Cedar entities.
+    Never kept beyond the call."""
+
+    __slots__ = ("attrs", "memo")
+
+    def __init__(self, memo: dict[Any, AgentSubject | AgentTokenRejected] | None = None) -> None:
+        self.memo: dict[Any, AgentSubject | AgentTokenRejected] = {} if memo is None else memo
+        self.attrs: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def attributes(self, source: AttributeSource, etype: str, eid: str) -> Mapping[str, Any] | None:
+        key = (etype, eid)
+        if key not in self.attrs:
+            self.attrs[key] = source.attributes(etype, eid)
+        return self.attrs[key]
 
 
 class DecisionPoint:
@@ -112,6 +139,10 @@ class DecisionPoint:
         self.recorder: DecisionRecorder = recorder or NoopRecorder()
         self.agents = agents
         self.taint: SessionTaint = taint or MemoryTaint()
+        # An agent's Cedar entities (its claims and directory entries, serialised), keyed
+        # by the token and the exact text of those directory entries: a pure function of
+        # its key, so reusing it never changes an answer.
+        self._principals: dict[tuple[str, str, str], tuple[AgentSubject, SharedEntities]] = {}
 
     # -- public API ----------------------------------------------------------------------
 
@@ -133,34 +164,68 @@ class DecisionPoint:
         request_id: str | None = None,
     ) -> list[Decision]:
         """AuthZEN §7.1.2 semantics; the batch is one audit record listing its decisions."""
-        out: list[tuple[EvaluationRequest, Decision]] = []
-        memo: dict[str, AgentSubject | AgentTokenRejected] = {}
-        for req in reqs:
-            d = self.decide(req, caller, memo=memo, consume=True)
-            out.append((req, d))
+        decisions = self.decide_many(reqs, caller, semantic=semantic)
+        self.recorder.record(
+            DecisionRecord(
+                "evaluations",
+                caller.service_id,
+                request_id,
+                tuple(zip(reqs, decisions, strict=False)),
+            )
+        )
+        return decisions
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def decide_many(
+        self,
+        requests: Sequence[EvaluationRequest],
+        caller: Caller,
+        *,
+        semantic: str = "execute_all",
+        consume: bool = True,
+    ) -> list[Decision]:
+        """The decisions of a batch: exactly ``decide(req, caller, consume=consume)`` for
+        each request in order (budget spent per allowed decision, taint marks, the
+        observer, one-shot approval tokens: all in order), amortising what repeats across
+        the batch: one bundle version, each distinct session token verified (and its
+        liveness read) once, each directory entry read once, the principal's Cedar
+        entities built and parsed once. ``semantic`` (AuthZEN §7.1.2) stops after the
+        first deny (``deny_on_first_deny``) or permit (``permit_on_first_permit``); the
+        list then ends with that decision."""
+        active = self.bundles.active()
+        batch = _Batch()
+        out: list[Decision] = []
+        for req in requests:
+            d = self._decide(req, caller, active, batch, consume)
+            out.append(d)
             if semantic == "deny_on_first_deny" and not d.allowed:
                 break
             if semantic == "permit_on_first_permit" and d.allowed:
                 break
-        self.recorder.record(
-            DecisionRecord("evaluations", caller.service_id, request_id, tuple(out))
-        )
-        return [d for _, d in out]
-
-    # -- the pipeline --------------------------------------------------------------------
+        return out
 
     def decide(
         self,
         req: EvaluationRequest,
         caller: Caller,
         *,
-        memo: dict[str, AgentSubject | AgentTokenRejected] | None = None,
+        memo: dict[Any, AgentSubject | AgentTokenRejected] | None = None,
         consume: bool = False,
     ) -> Decision:
         """One decision. ``consume`` (real evaluations, never search or explain) spends one
         ``tool_calls`` unit of the agent's session budget when everything else allows."""
+        return self._decide(req, caller, self.bundles.active(), _Batch(memo), consume)
+
+    def _decide(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        active: ActiveBundle | None,
+        batch: _Batch,
+        consume: bool,
+    ) -> Decision:
         decision_id = "dec_" + secrets.token_hex(10)
-        active = self.bundles.active()
         if active is None:
             r = StageResult("policy", "error", (Reason("policy", "no_policy", "no active bundle"),))
             return Decision("deny", r.reasons, decision_id, None, (r,))
@@ -168,7 +233,7 @@ class DecisionPoint:
         agent: AgentSubject | None = None
         approved: StageResult | None = None
         try:
-            agent = self._run(req, caller, active.bundle, trace, memo)
+            agent = self._run(req, caller, active.bundle, trace, batch)
             if consume and combine(trace)[0] == "approval_required":
                 token_stage = honour_approval_token(self.approvals, req, agent)
                 if token_stage is not None:
@@ -201,11 +266,11 @@ class DecisionPoint:
         caller: Caller,
         bundle: PolicyBundle,
         trace: list[StageResult],
-        memo: dict[str, AgentSubject | AgentTokenRejected] | None,
+        batch: _Batch,
     ) -> AgentSubject | None:
         agent: AgentSubject | None = None
         if req.subject.type == AGENT:
-            verified = self._stage(trace, "token", lambda: self._token(req, caller, memo))
+            verified = self._stage(trace, "token", lambda: self._token(req, caller, batch.memo))
             if verified is None:
                 return None
             agent = verified
@@ -214,7 +279,10 @@ class DecisionPoint:
         if self._stage(trace, "rebac", lambda: self._rebac(req, agent, bundle)) is None:
             return None
         risk = self.behaviour_score(req, agent, trace)
-        if self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk)) is None:
+        if (
+            self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk, batch))
+            is None
+        ):
             return None
         needs_human = approval_stage(bundle, req, trace, risk)[0]  # issue 8: only tightens
         if needs_human.outcome != "skip":
@@ -252,28 +320,30 @@ class DecisionPoint:
         self,
         req: EvaluationRequest,
         caller: Caller,
-        memo: dict[str, AgentSubject | AgentTokenRejected] | None,
+        memo: dict[Any, AgentSubject | AgentTokenRejected] | None,
     ) -> tuple[StageResult, AgentSubject | None]:
         if self.agents is None:
             raise AgentTokenRejected("agent subjects are not enabled")
+        props = req.subject.properties
+        token, jkt = props.get("token"), props.get("jkt", req.context.get("dpop_jkt"))
+        # Everything verify reads from the request, exactly; anything else is not memoised.
         key = (
-            str(req.subject.properties.get("token", ""))[:16_384]
-            + "|"
-            + str(req.subject.properties.get("jkt", req.context.get("dpop_jkt")))
+            (token, jkt, req.subject.id)
+            if isinstance(token, str)
+            and len(token) <= MAX_TOKEN
+            and (jkt is None or isinstance(jkt, str))
+            else None
         )
+        now = self.clock.timestamp()
+        found = memo.get(key) if memo is not None and key is not None else None
+        if isinstance(found, AgentSubject) and found.claims.exp <= now:
+            found = None  # expired during the batch: verify again, as a lone decide would
         try:
-            found = memo.get(key) if memo is not None else None
             if found is None:
-                found = self.agents.verify(
-                    req.subject.properties,
-                    req.subject.id,
-                    req.context,
-                    caller,
-                    self.clock.timestamp(),
-                )
+                found = self.agents.verify(props, req.subject.id, req.context, caller, now)
         except AgentTokenRejected as exc:
             found = exc
-        if memo is not None:
+        if memo is not None and key is not None:
             memo[key] = found
         if isinstance(found, AgentTokenRejected):
             # DESIGN 5: token failures stay one opaque reason; the cause is in the trace
@@ -374,29 +444,19 @@ class DecisionPoint:
         agent: AgentSubject | None,
         bundle: PolicyBundle,
         risk: RiskScore,
+        batch: _Batch,
     ) -> tuple[StageResult, None]:
-        s, r = req.subject, req.resource
-        entities: list[dict[str, Any]] = []
-        if agent is not None:
-            principal = (AGENT, agent.agent)
-            attrs = dict(self.attributes.attributes(AGENT, agent.agent) or {})
-            attrs.update(agent.attributes())
-            if agent.user:
-                user_attrs = self.attributes.attributes("user", agent.user) or {}
-                entities.append(_entity("user", agent.user, user_attrs))
-        else:
-            principal = (s.type, s.id)
-            attrs = {k: v for k, v in s.properties.items() if k not in _PRIVATE_PROPS}
-            attrs.update(self.attributes.attributes(s.type, s.id) or {})
-        entities.append(_entity(principal[0], principal[1], attrs))
+        r = req.resource
+        principal, shared = self._principal(req, agent, batch)
+        rest: list[dict[str, Any]] = []
         if (r.type, r.id) != principal:
             rattrs = dict(r.properties)
-            rattrs.update(self.attributes.attributes(r.type, r.id) or {})
-            entities.append(_entity(r.type, r.id, rattrs))
+            rattrs.update(batch.attributes(self.attributes, r.type, r.id) or {})
+            rest.append(_entity(r.type, r.id, rattrs))
         context = {k: v for k, v in req.context.items() if k != "dpop_jkt"}
         context["risk"] = {"score": risk.score, "level": risk.level}
         answer = bundle.cedar.authorize(
-            principal, req.action.name, (r.type, r.id), cedar_value(context), entities
+            principal, req.action.name, (r.type, r.id), cedar_value(context), rest, shared=shared
         )
         detail: dict[str, Any] = {"policies": list(answer.policies)}
         if answer.errors:
@@ -411,6 +471,39 @@ class DecisionPoint:
             "; " + answer.errors[0][:200] if answer.errors else ""
         )
         return StageResult("policy", "deny", (Reason("policy", "no_permit", msg),), detail), None
+
+    def _principal(
+        self, req: EvaluationRequest, agent: AgentSubject | None, batch: _Batch
+    ) -> tuple[tuple[str, str], SharedEntities]:
+        """The Cedar principal and the entities that come with it (its user when an agent
+        acts on behalf of one): for an agent the same for every request of its session in
+        a batch, so built once per batch."""
+        if agent is None:
+            s = req.subject
+            attrs = {k: v for k, v in s.properties.items() if k not in _PRIVATE_PROPS}
+            attrs.update(batch.attributes(self.attributes, s.type, s.id) or {})
+            return (s.type, s.id), SharedEntities([_entity(s.type, s.id, attrs)])
+        own = batch.attributes(self.attributes, AGENT, agent.agent)
+        user = batch.attributes(self.attributes, "user", agent.user) if agent.user else None
+        try:  # the directory's part of the key, as exact text (True and 1 differ)
+            key = (agent.token_hash, json.dumps(own), json.dumps(user))
+        except (TypeError, ValueError):
+            key = None
+        hit = self._principals.get(key) if key is not None else None
+        if hit is not None and hit[0] is agent:
+            return (AGENT, agent.agent), hit[1]
+        entities: list[dict[str, Any]] = []
+        attrs = dict(own or {})
+        attrs.update(agent.attributes())
+        if agent.user:
+            entities.append(_entity("user", agent.user, user or {}))
+        entities.append(_entity(AGENT, agent.agent, attrs))
+        shared = SharedEntities(entities)
+        if key is not None:
+            if len(self._principals) >= MAX_PRINCIPALS:
+                self._principals.clear()
+            self._principals[key] = (agent, shared)
+        return (AGENT, agent.agent), shared
 
     def _risk(
         self, req: EvaluationRequest, bundle: PolicyBundle, risk: RiskScore

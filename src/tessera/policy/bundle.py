@@ -261,7 +261,7 @@ def load_bundle(files: Mapping[str, str]) -> PolicyBundle:
     cedar: CedarPolicies | None = None
     if not problems:
         try:
-            cedar = CedarPolicies(policies, leaf_actions=actions)
+            cedar = CedarPolicies(policies, leaf_actions=actions, schema=schema)
         except PolicyError as exc:
             problems.append(exc.message)
     if problems or cedar is None:
