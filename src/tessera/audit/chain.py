@@ -27,6 +27,7 @@ GENESIS_HASH = "0" * 64
 _PREV = b',"prev_hash":"'
 _SEQ = b',"seq":'
 _PL, _SL = len(_PREV), len(_SEQ)
+_GENESIS_RAW = GENESIS_HASH.encode()
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,89 @@ class ChainHead:
 
 @dataclass(frozen=True)
 class LinkedRecord:
-    """A record ready to store: its bytes, hash and the columns queries filter on."""
+    """A record ready to store: its bytes, hash and the columns queries filter on
+    (``event_type, outcome, principal, agent, session, user``) and its time."""
 
     seq: int
     body: bytes
     hash: str
-    record: dict[str, Any]
+    columns: tuple[str, str, str | None, str | None, str | None, str | None]
+    time: datetime
 
 
-def link(head: ChainHead, bodies: Sequence[dict[str, Any]]) -> list[LinkedRecord]:
-    """Give each body (an entry's ``body()``) the next ``seq`` and chain it after ``head``."""
+@dataclass(frozen=True, slots=True)
+class PreparedBody:
+    """A record's canonical bytes with two holes, for ``prev_hash`` and ``seq``.
+
+    Built by the caller (``prepare``) before the record joins a group, so the committer
+    only splices and hashes: ``before_prev + prev_hash + before_seq + str(seq) +
+    after_seq`` is exactly ``record_bytes`` of the record. That holds because canonical
+    JSON of an object is its canonical ``"key":value`` pairs in a fixed key order, so a
+    top-level value is one contiguous piece that can be replaced by another value's
+    canonical text; a 64-digit hex string and a non-negative integer below 2^53 encode
+    as themselves.
+    """
+
+    before_prev: bytes
+    before_seq: bytes
+    after_seq: bytes
+    columns: tuple[str, str, str | None, str | None, str | None, str | None]
+    time: datetime
+
+
+def prepare(body: dict[str, Any], time: datetime) -> PreparedBody:
+    """Encode a body (an entry's ``body(time)``) once, leaving holes for its place.
+
+    The holes are found from the end, as ``ChainChecker`` does: after the top-level
+    ``prev_hash`` only strings, a list of strings and integers follow, so the last
+    ``,"prev_hash":"`` and ``,"seq":`` are the top-level keys (a quote inside a string is
+    always escaped)."""
+    raw = record_bytes({**body, "seq": 0, "prev_hash": GENESIS_HASH})
+    i = raw.rfind(_PREV) + _PL
+    j = raw.rfind(_SEQ) + _SL
+    if i < _PL or j < _SL or j < i or raw[i : i + 64] != _GENESIS_RAW or raw[j : j + 1] != b"0":
+        raise AssertionError("a record's canonical bytes lack their prev_hash or seq")
+    return PreparedBody(raw[:i], raw[i + 64 : j], raw[j + 1 :], _columns(body), time)
+
+
+def _columns(
+    record: dict[str, Any],
+) -> tuple[str, str, str | None, str | None, str | None, str | None]:
+    actor = record.get("actor") or {}
+    return (
+        record["event_type"],
+        record["outcome"],
+        actor.get("principal"),
+        actor.get("agent"),
+        actor.get("session"),
+        actor.get("user"),
+    )
+
+
+def link(head: ChainHead, bodies: Sequence[dict[str, Any] | PreparedBody]) -> list[LinkedRecord]:
+    """Give each body (an entry's ``body()``, or one ``prepare``d from it) the next ``seq``
+    and chain it after ``head``."""
     out: list[LinkedRecord] = []
     prev, seq = head.hash, head.size
     prev_raw = bytes.fromhex(prev)
+    prev_hex = prev.encode()
+    sha = hashlib.sha256
     for body in bodies:
         seq += 1
-        record = {**body, "seq": seq, "prev_hash": prev}
-        raw = record_bytes(record)
-        digest = hashlib.sha256(prev_raw + raw).digest()
-        prev, prev_raw = digest.hex(), digest
-        out.append(LinkedRecord(seq, raw, prev, record))
+        if type(body) is PreparedBody:
+            raw = b"".join(
+                (body.before_prev, prev_hex, body.before_seq, b"%d" % seq, body.after_seq)
+            )
+            columns, when = body.columns, body.time
+        else:
+            record = {**body, "seq": seq, "prev_hash": prev}  # type: ignore[dict-item]
+            raw = record_bytes(record)
+            columns, when = _columns(record), parse_time(record)
+        digest = sha(prev_raw + raw).digest()
+        prev_raw = digest
+        prev = digest.hex()
+        prev_hex = prev.encode()
+        out.append(LinkedRecord(seq, raw, prev, columns, when))
     return out
 
 
