@@ -229,3 +229,39 @@ def test_an_archive_never_overwrites_and_a_failed_one_starts_no_segment(
     assert tessera.audit.verify().segments == 2
     second = tessera.audit.archive(tmp_path / "b")
     assert second.segment == 2
+
+
+def test_on_postgresql_only_the_owner_may_purge(
+    tessera: Tessera, engine: Engine, tmp_path: Path
+) -> None:
+    """A role that was granted DELETE (a misconfiguration) and sets the purge flag still
+    cannot remove archived records: the guard wants a member of the ledger's owner."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("roles are PostgreSQL's")
+    import secrets
+
+    _fill(tessera, 4)
+    archive = tmp_path / "archive"
+    manifest = tessera.audit.archive(archive)
+    role = "t_np_" + secrets.token_hex(4)
+    with engine.begin() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        conn.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT, DELETE ON audit_ledger, audit_segments TO "{role}"'))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'SET LOCAL ROLE "{role}"'))
+            conn.execute(text("SET LOCAL tessera.audit_purge = 'on'"))
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(text("DELETE FROM audit_ledger WHERE seq = 1"))
+            conn.rollback()
+        # the owner without the flag: refused too (a stray DELETE is never a purge)
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_ledger WHERE seq = 1"))
+        assert _count(engine) >= manifest.last_seq
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+    assert tessera.audit.purge([archive]) == manifest.last_seq

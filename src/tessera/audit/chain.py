@@ -15,13 +15,17 @@ top-level key.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
-from tessera.audit.encoding import record_bytes
-from tessera.clock import parse_iso
+from tessera.audit.encoding import _plain, record_bytes
+from tessera.audit.record import RECORD_VERSION, AuditEntry, current_request_id
+from tessera.clock import iso, parse_iso
+from tessera.errors import InvalidInput
 
 GENESIS_HASH = "0" * 64
 _PREV = b',"prev_hash":"'
@@ -83,6 +87,52 @@ def prepare(body: dict[str, Any], time: datetime) -> PreparedBody:
     if i < _PL or j < _SL or j < i or raw[i : i + 64] != _GENESIS_RAW or raw[j : j + 1] != b"0":
         raise AssertionError("a record's canonical bytes lack their prev_hash or seq")
     return PreparedBody(raw[:i], raw[i + 64 : j], raw[j + 1 :], _columns(body), time)
+
+
+def prepare_entry(entry: AuditEntry, time: datetime) -> PreparedBody:
+    """``prepare(entry.body(time), time)`` without building the body: the same checks,
+    then the canonical text written directly in RFC 8785 key order (all keys ASCII, so
+    UTF-16 order is code point order). ``details`` is canonical JSON on its own (an
+    object's encoding does not depend on where it sits); a value this path does not
+    cover takes ``prepare``. The property test compares both with ``rfc8785``."""
+    entry.check()
+    a = entry.actor
+    rid = entry.request_id if entry.request_id is not None else current_request_id.get()
+    details = entry.details
+    if (rid is not None and type(rid) is not str) or type(details) is not dict:
+        return prepare(entry.body(time), time)
+    if not details:
+        details_text = "{}"
+    elif _plain(details):
+        details_text = json.dumps(
+            details, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    else:
+        return prepare(entry.body(time), time)
+    q = _quote
+    try:
+        before_prev = (
+            f'{{"action":{q(entry.action)},"actor":{{"act":[{",".join(map(q, a.act))}],'
+            f'"agent":{_opt(a.agent)},"model_digest":{_opt(a.model_digest)},'
+            f'"operator":{_opt(a.operator)},"principal":{q(a.principal)},'
+            f'"session":{_opt(a.session)},"user":{_opt(a.user)}}},'
+            f'"details":{details_text},"event_type":{q(entry.event_type)},'
+            f'"jti":{_opt(entry.jti)},"outcome":{q(entry.outcome)},'
+            f'"policy_version":{_opt(entry.policy_version)},"prev_hash":"'
+        ).encode()
+        before_seq = (
+            f'","reasons":[{",".join(map(q, entry.reasons))}],"request_id":{_opt(rid)},'
+            f'"resource":{q(entry.resource)},"seq":'
+        ).encode()
+        after_seq = f',"time":{q(iso(time))},"v":{RECORD_VERSION}}}'.encode()
+    except UnicodeEncodeError as exc:  # lone surrogates; check() refuses them already
+        raise InvalidInput("audit record holds an invalid string") from exc
+    columns = (entry.event_type, entry.outcome, a.principal, a.agent, a.session, a.user)
+    return PreparedBody(before_prev, before_seq, after_seq, columns, time)
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 def _columns(

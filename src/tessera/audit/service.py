@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tessera.audit.chain import GENESIS_HASH, ChainHead, PreparedBody, Problem, prepare
+from tessera.audit.chain import GENESIS_HASH, ChainHead, PreparedBody, Problem, prepare_entry
 from tessera.audit.checkpoint import (
     Checkpoint,
     DirectoryCheckpointSink,
@@ -142,7 +142,7 @@ class AuditService:
         caller must not act on the decision it wanted to record.
         """
         now = self._clock.now()
-        group, index = self._enqueue(prepare(entry.body(now), now), None)
+        group, index = self._enqueue(prepare_entry(entry, now), None)
         group.done.wait()
         if group.error is not None:
             raise group.error
@@ -153,7 +153,7 @@ class AuditService:
         (the committer resolves a whole group with one call into the event loop)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         now = self._clock.now()
-        self._enqueue(prepare(entry.body(now), now), future)
+        self._enqueue(prepare_entry(entry, now), future)
         return await future
 
     def _enqueue(
@@ -393,7 +393,9 @@ class AuditService:
         report.pending = self._store.pending()
         report.segments = 1 + len(segments)
         if archive_dirs is not None:
+            t0 = time.perf_counter()
             self._verify_archives(report, archive_dirs, segments, stored + external, keys, now)
+            report.seconds += time.perf_counter() - t0
         report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
         return report
 

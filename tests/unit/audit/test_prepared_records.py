@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.audit.chain import GENESIS_HASH, ChainChecker, ChainHead, link, prepare
+from tessera.audit.chain import (
+    GENESIS_HASH,
+    ChainChecker,
+    ChainHead,
+    link,
+    prepare,
+    prepare_entry,
+)
 from tessera.audit.record import ActorLayers, AuditEntry
 from tessera.crypto.canonical import canonical_json
 from tessera.errors import InvalidInput
@@ -79,12 +87,25 @@ def test_a_prepared_record_is_its_canonical_json(
         return  # refused in the caller, before any encoding
     head = ChainHead(head_size, head_hash)
     [spliced] = link(head, [prepare(body, when)])
+    [direct] = link(head, [prepare_entry(entry, when)])
     [plain] = link(head, [body])
     expected = canonical_json({**body, "seq": head_size + 1, "prev_hash": head_hash})
     assert spliced.body == expected
+    assert direct.body == expected
+    assert (direct.hash, direct.columns) == (plain.hash, plain.columns)
     assert (spliced.hash, spliced.columns, spliced.time) == (plain.hash, plain.columns, when)
     checker = ChainChecker(start=head)
     assert checker.feed([(spliced.seq, spliced.body, spliced.hash)])
+
+
+def test_a_bad_entry_is_refused_by_prepare_entry_too() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for details in ({"x": float("nan")}, {"x": 2**53}, {"password": "p"}, {"x": "\ud800"}):
+        entry = AuditEntry("a.b", ActorLayers("cli"), "act", "r", "success", details=details)
+        with pytest.raises(InvalidInput):
+            prepare_entry(entry, when)
+    with pytest.raises(InvalidInput):
+        prepare_entry(AuditEntry("a.b", ActorLayers("\udfff"), "a", "r", "ok"), when)
 
 
 def test_prepared_and_plain_bodies_chain_alike() -> None:
