@@ -36,7 +36,7 @@ from tessera.audit.ports import AuditQuery, ChainBatch
 from tessera.audit.record import RECORD_VERSION, AuditEntry, entry_from_event
 from tessera.audit.segments import Segment
 from tessera.clock import Clock, SystemClock
-from tessera.errors import Conflict, StoreUnavailable
+from tessera.errors import Conflict, StoreUnavailable, TesseraError
 from tessera.store import tables as t
 from tessera.store.engine import translate_db_errors
 from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
@@ -95,6 +95,11 @@ _SEG = Table(
     Column("archived_records", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+
+def _purge_refused() -> int:
+    """What ``tessera_audit_purge_ok()`` answers on the purge's connection afterwards."""
+    return 0
 
 
 def _sql(sqlite: bool, statement: str) -> str:
@@ -196,6 +201,8 @@ class SqlAuditLedger:
             except Exception as exc:
                 # Whatever failed, the connection's state is unknown: never reuse it.
                 raw.invalidate(exc)
+                if isinstance(exc, TesseraError):
+                    raise
                 raise _unavailable(exc) from exc
             finally:
                 if not raw.invalidated:
@@ -310,7 +317,7 @@ class SqlAuditLedger:
                 try:
                     removed = conn.exec_driver_sql(delete, (before_seq,)).rowcount
                 finally:
-                    dbapi.create_function("tessera_audit_purge_ok", 0, None)
+                    dbapi.create_function("tessera_audit_purge_ok", 0, _purge_refused)
             else:
                 conn.exec_driver_sql("SET LOCAL tessera.audit_purge = 'on'")
                 removed = conn.exec_driver_sql(delete, (before_seq,)).rowcount
