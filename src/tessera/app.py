@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -17,6 +18,12 @@ from tessera.approvals.service import ApprovalService
 from tessera.approvals.wiring import ApprovalEdges, build_approval_edges
 from tessera.audit.checkpoint import DirectoryCheckpointSink
 from tessera.audit.service import AuditService, AuditSettings
+from tessera.audit.webhook import (
+    DirectoryAndWebhookSink,
+    WebhookCheckpointSink,
+    WebhookSecret,
+    webhook_health_recorder,
+)
 from tessera.behavior.service import BehaviourService
 from tessera.behavior.wiring import build_behaviour
 from tessera.clock import Clock, SystemClock
@@ -32,7 +39,9 @@ from tessera.identity.service import (
     LifecycleHook,
     StoredUserGrants,
 )
+from tessera.outbound import OutboundPolicy
 from tessera.pdp.audit import AuditDecisionRecorder
+from tessera.pdp.directory import DirectoryService, StoredDirectory
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.posture.review import ReviewService
 from tessera.posture.service import PostureService
@@ -82,6 +91,7 @@ class Tessera:
     gateway: Any = None  # tessera.gateway.service.McpGateway when TESSERA_GATEWAY_CONFIG is set
     posture: PostureService | None = None  # issue 11: scanner, findings, schedule
     reviews: ReviewService | None = None  # issue 11: access review campaigns
+    directory: DirectoryService | None = None  # issue 5: the PDP's directory (writes)
 
     def close(self) -> None:
         if self.behaviour is not None:
@@ -180,6 +190,8 @@ def build(
             budgets=SessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
+            # issue 5 (pdpgaps): the directory from the store, followed through the tailer
+            attributes=StoredDirectory(store, tailer),
         ),
         approvals=approvals,
         approval_edges=approval_edges,
@@ -189,7 +201,10 @@ def build(
         behaviour=behaviour,
         posture=posture,
         reviews=reviews,
+        directory=DirectoryService(store, clock),  # issue 5 (pdpgaps)
     )
+    # issue 5 (pdpgaps, decisions.md 85): `policy apply --with-model` writes the pinned model
+    t.pdp.policies.models = rebac
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
     # MCP gateway (issue 9): session taint durable in the store and shared by every node.
@@ -313,14 +328,46 @@ class CombinedCascade:
 
 
 def build_audit(config: Config, clock: Clock, engine: Engine, keyring: KeyRing) -> AuditService:
-    """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``."""
-    sink = DirectoryCheckpointSink(config.audit_checkpoint_dir or config.data_dir / "checkpoints")
+    """The audit ledger service; checkpoints also go to ``$TESSERA_DATA_DIR/checkpoints``
+    and, when ``TESSERA_AUDIT_CHECKPOINT_WEBHOOK`` is set, to the webhook (delivered in the
+    background from markers in ``$TESSERA_DATA_DIR/checkpoints-undelivered``)."""
+    directory = config.audit_checkpoint_dir or config.data_dir / "checkpoints"
+    sink = DirectoryCheckpointSink(directory)
+    webhook = _checkpoint_webhook(config, clock)
+    if webhook is not None:
+        sink = DirectoryAndWebhookSink(directory, webhook)
     settings = AuditSettings(
         issuer=config.issuer,
         checkpoint_every=config.audit_checkpoint_every,
         checkpoint_interval=float(config.audit_checkpoint_interval),
     )
-    return AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+    audit = AuditService(SqlAuditLedger(engine, clock), clock, keyring, sink, settings)
+    if webhook is not None:
+        webhook.on_health = webhook_health_recorder(audit.record)
+    return audit
+
+
+def _checkpoint_webhook(config: Config, clock: Clock) -> WebhookCheckpointSink | None:
+    url = config.audit_checkpoint_webhook
+    if url is None:
+        return None
+    secret = config.audit_checkpoint_webhook_secret
+    return WebhookCheckpointSink(
+        url,
+        config.data_dir / "checkpoints-undelivered",
+        OutboundPolicy(
+            frozenset({(urlsplit(url).hostname or "").lower()}),
+            allow_private=config.outbound_allow_private,
+            timeout=config.audit_checkpoint_webhook_timeout,
+            max_bytes=64 * 1024,
+        ),
+        secret=None
+        if secret is None
+        else WebhookSecret(
+            "hmac" if config.audit_checkpoint_webhook_auth == "hmac" else "bearer", secret
+        ),
+        clock=clock,
+    )
 
 
 class SessionBudgets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
@@ -41,6 +41,11 @@ class Config:
     audit_checkpoint_every: int = 1000
     audit_checkpoint_interval: int = 60
     audit_checkpoint_dir: Path | None = None
+    # checkpoint webhook (issue 6, docs/audit.md "Checkpoint sinks"); the secret never in repr
+    audit_checkpoint_webhook: str | None = None
+    audit_checkpoint_webhook_secret: str | None = field(default=None, repr=False)
+    audit_checkpoint_webhook_auth: str = "bearer"
+    audit_checkpoint_webhook_timeout: float = 5.0
     outbound_allow_private: bool = False
     # Behaviour engine (issue 10, docs/behavior.md): a second opinion that only tightens.
     behaviour_enabled: bool = True
@@ -165,6 +170,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         audit_checkpoint_every=_int(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000, 1, 10_000_000),
         audit_checkpoint_interval=_int(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60, 1, 86_400),
         audit_checkpoint_dir=_dir(env, "TESSERA_AUDIT_CHECKPOINT_DIR"),
+        **_checkpoint_webhook(env),
         outbound_allow_private=_bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False),
         behaviour_enabled=_bool(env, "TESSERA_BEHAVIOUR", True),
         behaviour_deadline_ms=_float(env, "TESSERA_BEHAVIOUR_DEADLINE_MS", 2.0, 0.05, 1000.0),
@@ -222,6 +228,62 @@ def _signals(env: Mapping[str, str]) -> _SignalSettings:
             for h in (env.get("TESSERA_SSF_PUSH_HOSTS") or "").split(",")
             if h.strip()
         ),
+    }
+
+
+class _WebhookSettings(TypedDict):
+    audit_checkpoint_webhook: str | None
+    audit_checkpoint_webhook_secret: str | None
+    audit_checkpoint_webhook_auth: str
+    audit_checkpoint_webhook_timeout: float
+
+
+def _checkpoint_webhook(env: Mapping[str, str]) -> _WebhookSettings:
+    """The optional checkpoint webhook (audit/webhook.py). Its secret comes from
+    ``..._SECRET`` or ``..._SECRET_FILE``; error messages never include it."""
+    url = (env.get("TESSERA_AUDIT_CHECKPOINT_WEBHOOK") or "").strip() or None
+    secret = env.get("TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET") or None
+    secret_file = _path(env, "TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET_FILE")
+    if secret is not None and secret_file is not None:
+        raise ConfigError(
+            "TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET: set it or ..._SECRET_FILE, not both"
+        )
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(
+                f"TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET_FILE: cannot read {secret_file}"
+            ) from exc
+    auth = _choice(env, "TESSERA_AUDIT_CHECKPOINT_WEBHOOK_AUTH", "bearer", ("bearer", "hmac"))
+    timeout = _float(env, "TESSERA_AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT", 5.0, 0.1, 120.0)
+    if url is None:
+        if secret is not None:
+            raise ConfigError("TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET: no webhook URL is set")
+        return {
+            "audit_checkpoint_webhook": None,
+            "audit_checkpoint_webhook_secret": None,
+            "audit_checkpoint_webhook_auth": auth,
+            "audit_checkpoint_webhook_timeout": timeout,
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.fragment:
+        raise ConfigError("TESSERA_AUDIT_CHECKPOINT_WEBHOOK: must be an http(s) URL")
+    if parts.scheme == "http" and not _bool(env, "TESSERA_OUTBOUND_ALLOW_PRIVATE", False):
+        raise ConfigError(
+            "TESSERA_AUDIT_CHECKPOINT_WEBHOOK: plain http only with TESSERA_OUTBOUND_ALLOW_PRIVATE"
+        )
+    if secret is not None and (len(secret) < 16 or not secret.isprintable() or " " in secret):
+        raise ConfigError(
+            "TESSERA_AUDIT_CHECKPOINT_WEBHOOK_SECRET: at least 16 printable characters, no spaces"
+        )
+    if auth == "hmac" and secret is None:
+        raise ConfigError("TESSERA_AUDIT_CHECKPOINT_WEBHOOK_AUTH: hmac needs a secret")
+    return {
+        "audit_checkpoint_webhook": url,
+        "audit_checkpoint_webhook_secret": secret,
+        "audit_checkpoint_webhook_auth": auth,
+        "audit_checkpoint_webhook_timeout": timeout,
     }
 
 

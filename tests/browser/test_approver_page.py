@@ -38,7 +38,7 @@ def _need_chromium() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _need_chromium()
     with approval_server(tmp_path_factory.mktemp("browser") / "data") as srv:
-        _local(srv).pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+        _local(srv).pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
         yield srv
 
 

@@ -1,7 +1,9 @@
 """AuthZEN interop scenarios over HTTP (in-process ASGI): the Todo scenario's 40
 evaluation and 3 evaluations cases, and the Search scenario's 198 cases, against the
-example bundles in ``examples/``. The directories (users, records) are loaded from the
-corpus; the expected answers are only compared, never used to decide."""
+example bundles in ``examples/``. The directories (users, records) of the corpus are
+written to a file and loaded with ``tessera directory load`` into the store, which the
+running server follows through its event log (the production path: ``StoredDirectory``);
+the expected answers are only compared, never used to decide."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.cli_harness import cli_run
 from tests.conftest import make_config
 
 from tessera.app import build, initialise
 from tessera.clock import SystemClock
 from tessera.http.asgi import create_app
-from tessera.pdp.ports import MemoryAttributes
+from tessera.pdp.directory import StoredDirectory
 from tessera.policy.bundle import read_bundle_dir
+from tessera.signals.events import decode_consistency_token
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpora" / "authzen"
@@ -30,14 +34,24 @@ def _client(tmp_path: Path, bundle: str, data: dict[str, Any]) -> Iterator[TestC
     initialise(config, clock=SystemClock())
     t = build(config)
     t.pdp.policies.apply(read_bundle_dir(ROOT / "examples" / bundle), actor="test")
-    assert isinstance(t.pdp.attributes, MemoryAttributes)
-    for etype, items in data.items():
-        for eid, attrs in items.items():
-            t.pdp.attributes.put(etype, eid, attrs)
+    assert isinstance(t.pdp.attributes, StoredDirectory)
     reg = t.identity.register_service("pep", scopes=["pdp.evaluate"], api_key=True, actor="test")
     assert reg.value.api_key is not None
     key = reg.value.api_key.secret
-    with TestClient(create_app(t), raise_server_exceptions=False) as http:
+    document = tmp_path / "directory.json"
+    document.write_text(json.dumps(data))
+    with (
+        TestClient(create_app(t), raise_server_exceptions=False) as http,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        # The CLI writes to the store (another SqlStore, as a separate process would); the
+        # server follows the event log up to the write's consistency token.
+        run = cli_run(tmp_path, mp, env={"TESSERA_KEK": "a" * 64})
+        loaded = json.loads(run("directory", "load", str(document), "--json"))
+        assert loaded["set"] == sum(len(items) for items in data.values())
+        t.tailer.ensure_fresh(decode_consistency_token(loaded["consistency_token"]))
+        for etype, items in data.items():
+            assert sorted(t.pdp.attributes.ids_of_type(etype)) == sorted(items)
         http.headers["Authorization"] = f"Bearer {key}"
         yield http
     t.close()

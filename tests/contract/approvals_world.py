@@ -187,7 +187,7 @@ def build_world(engine: Engine, tmp_path: Path, **env: str) -> ApprovalWorld:
     ).value.agent
     pep = ident.register_service("gw", scopes=["pdp.evaluate"], api_key=True, actor="test").value
     assert pep.api_key is not None
-    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
     http = TestClient(create_app(t), base_url=config.issuer)
     return ApprovalWorld(
         t=t,

@@ -36,7 +36,7 @@ class Pdp:
     def __init__(self, w: World) -> None:
         self.w = w
         self.t = w.t
-        stored = self.t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+        stored = self.t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
         self.version = stored.version
         bundle = self.t.pdp.policies.active()
         assert bundle is not None

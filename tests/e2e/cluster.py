@@ -113,7 +113,7 @@ class Cluster:
             self.svc_id = ident.register_service(
                 "gw", scopes=["pdp.evaluate"], jwk=self.svc_key.public_jwk(), actor="test"
             ).value.service.id
-            t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+            t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
         finally:
             t.close()
 

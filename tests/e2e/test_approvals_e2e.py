@@ -126,7 +126,7 @@ def _evaluate(
 def test_approval_flow_over_http(server: dict[str, Any]) -> None:
     base = server["base"]
     t = _local(server)
-    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test")
+    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
     pep = t.identity.register_service("pep", scopes=["pdp.evaluate"], api_key=True, actor="test")
     assert pep.value.api_key is not None
     key = pep.value.api_key.secret

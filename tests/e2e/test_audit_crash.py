@@ -3,7 +3,8 @@
 Concurrent admin API writes (users and operators) run against a real `tessera serve`
 process that is killed with SIGKILL at a random moment, then restarted, ten times. After
 the last cycle, `tessera audit verify` must pass and every write that was acknowledged
-(HTTP 201 received) must have its record in the ledger.
+(HTTP 201 received) must have its record in the ledger. Once on SQLite, once on a real
+PostgreSQL server (a fresh schema per run).
 """
 
 from __future__ import annotations
@@ -45,12 +46,16 @@ def _writer(base: str, token: str, prefix: str, acked: list[str], stop: threadin
                 acked.append(r.json()["id"])
 
 
-@pytest.mark.slow
-def test_kill_9_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
-    rng = random.Random(20261123)
-    port = _free_port()
+def _base_env(tmp_path: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     env.update({"TESSERA_DATA_DIR": str(tmp_path / "data"), "TESSERA_PORT": str(port)})
+    return env
+
+
+def _kill_9_cycles(env: dict[str, str], port: int, seed: int) -> None:
+    """Load, SIGKILL and restart a server ``CYCLES`` times; then the ledger must verify,
+    hold every acknowledged write, and a clean shutdown must checkpoint all of it."""
+    rng = random.Random(seed)
     init = subprocess.run([TESSERA, "init", "--json"], env=env, capture_output=True, check=True)
     token = json.loads(init.stdout)["admin_token"]
     base = f"http://127.0.0.1:{port}"
@@ -115,6 +120,27 @@ def test_kill_9_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
     assert last.exists()
     final = subprocess.run([TESSERA, "audit", "verify", "--json"], env=env, capture_output=True)
     assert json.loads(final.stdout)["largest_checkpoint"] == len(records)
+
+
+@pytest.mark.slow
+def test_kill_9_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
+    port = _free_port()
+    _kill_9_cycles(_base_env(tmp_path, port), port, seed=20261123)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_kill_9_never_loses_an_acknowledged_record_on_postgresql(
+    tmp_path: Path, pg_schema_url: tuple[str, str]
+) -> None:
+    """The same on PostgreSQL: the server's commits go to a real PostgreSQL server (its
+    own fsync and WAL), in a fresh schema; ``pg_schema_url`` fails instead of skipping
+    under ``TESSERA_REQUIRE_SERVICES=1``."""
+    url, schema = pg_schema_url
+    port = _free_port()
+    env = _base_env(tmp_path, port)
+    env["TESSERA_DATABASE_URL"] = f"{url}?options=-csearch_path%3D{schema}"
+    _kill_9_cycles(env, port, seed=20261202)
 
 
 def test_tail_follow_prints_records_as_they_are_chained(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 A checkpoint commits to every record up to ``tree_size``: changing, removing or reordering
 any of them changes the head hash. Checkpoints are written to the store *and* to an external
-sink (a directory by default), so deleting the ledger's tail is detected by the checkpoint
-outside the database that covers more records than the ledger still has.
+sink (a directory always, plus a webhook when configured: ``audit/webhook.py``), so deleting
+the ledger's tail is detected by the checkpoint outside the database that covers more
+records than the ledger still has.
 
 Format: a compact JWS (RFC 7515) with header ``typ: tessera-audit-checkpoint+jwt`` and
 claims ``{"iss", "iat", "tree_size", "head_hash"}``; ``head_hash`` is lower-case hex.

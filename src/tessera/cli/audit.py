@@ -17,6 +17,7 @@ import typer
 from tessera.app import Tessera
 from tessera.audit.export import export_line
 from tessera.audit.ports import MAX_PAGE, AuditQuery
+from tessera.audit.webhook import webhook_of
 from tessera.cli.main import JsonOpt, _tessera, app
 from tessera.cli.output import cli_errors, console, emit, emit_json, err_console, fail, kv, table
 from tessera.clock import parse_iso
@@ -231,11 +232,25 @@ def export(
 
 @audit_app.command("checkpoint")
 def checkpoint(as_json: JsonOpt = False) -> None:
-    """Sign a checkpoint of the current head now (store and checkpoint directory)."""
+    """Sign a checkpoint of the current head now (store and checkpoint directory), and
+    deliver every checkpoint still waiting for the webhook, if one is configured."""
     t = _ready()
     with cli_errors():
         cp = t.audit.checkpoint()
-    out = cp.to_dict() if cp else {"tree_size": t.audit.head().size, "already_checkpointed": True}
+    out: dict[str, Any] = (
+        cp.to_dict() if cp else {"tree_size": t.audit.head().size, "already_checkpointed": True}
+    )
+    webhook = webhook_of(t.audit.sink)
+    if webhook is not None:
+        webhook.flush(webhook.settings.shutdown_budget)
+        status = webhook.status()
+        out["webhook"] = {k: status[k] for k in ("webhook", "pending", "last_error")}
+        if status["pending"]:
+            err_console.print(
+                f"{status['pending']} checkpoints not delivered to {status['webhook']} yet "
+                f"({status['last_error']}); a running server retries them",
+                markup=False,
+            )
     if as_json:
         emit_json(out)
     elif cp is None:

@@ -154,6 +154,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     )
     _write_key(key_dir / "mcp-gateway.jwk", {**gw_key.private_jwk, "kid": gw_key.kid})
     _load_demo_relationships(t, research_assistant=created[0], summarizer=created[1])
+    _load_demo_directory(t)
     _seed_demo_baselines(t, created)
     stream = _load_demo_signals(t, key_dir)
     posture_examples = _load_posture_examples(t, key_dir)
@@ -253,6 +254,22 @@ def _load_demo_relationships(t: Tessera, *, research_assistant: str, summarizer:
     t.rebac.write_tuples([RelationTuple(*row) for row in rows], actor="demo")
 
 
+DEMO_DIRECTORY = {
+    # the PDP's directory (issue 5): Cedar reads resource.classification
+    # (examples/policy-bundle: secret documents are for people, not agents)
+    "document": {
+        "roadmap": {"classification": "internal"},
+        "q3-budget": {"classification": "confidential"},
+        "board-minutes": {"classification": "secret"},
+    },
+}
+
+
+def _load_demo_directory(t: Tessera) -> None:
+    if t.directory is not None:
+        t.directory.load(DEMO_DIRECTORY, actor="demo")
+
+
 def _load_demo_signals(t: Tessera, key_dir: Path) -> str:
     """A SIEM that polls Tessera's SSF stream (session-revoked, account-disabled); its API key
     (a service credential with scope ssf.manage) goes to ``<key dir>/siem.api-key``."""
@@ -284,6 +301,7 @@ def demo_load(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             f"demo loaded: operator acme, users alice and bob, model acme-llm, "
             f"agents research-assistant, summarizer and mcp-client (and legacy-reporter, "
             f"which `tessera posture scan` flags), relationship model with 7 tuples, "
+            f"3 documents in the PDP directory, "
             f"SSF stream {result['ssf_stream']} for service siem; "
             f"keys in {result['key_dir']}",
             markup=False,

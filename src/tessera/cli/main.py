@@ -652,6 +652,7 @@ def _register_extra_commands() -> None:
         audit,  # noqa: F401 - registers the `audit` group
         behavior,  # noqa: F401 - registers the `behavior` group
         demo,  # noqa: F401 - registers `demo` and `dev` groups
+        directory,  # noqa: F401 - registers `directory` (the PDP's attributes)
         gateway,  # noqa: F401 - registers `gateway` (the MCP gateway)
         policy,  # noqa: F401 - registers `policy` and `pdp` groups
         posture,  # noqa: F401 - registers `posture` and `review` groups

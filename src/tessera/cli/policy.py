@@ -79,13 +79,25 @@ def run_tests(path: DirArg, as_json: JsonOpt = False) -> None:
 
 
 @policy_app.command("apply")
-def apply(path: DirArg, as_json: JsonOpt = False) -> None:
-    """Validate, then store the bundle as the new active version (atomically)."""
+def apply(
+    path: DirArg,
+    as_json: JsonOpt = False,
+    with_model: Annotated[
+        bool,
+        typer.Option(
+            "--with-model",
+            help="also make the bundle's pinned .fga model the active ReBAC model, in the "
+            "same transaction (without it, a bundle pinning another model is refused)",
+        ),
+    ] = False,
+) -> None:
+    """Validate, then store the bundle as the new active version (atomically). A bundle
+    that pins a ReBAC model must pin the active one (or pass --with-model)."""
     files = read_bundle_dir(path)
     _load(path)
     t = _tessera()
     with cli_errors():
-        stored = t.pdp.policies.apply(files, actor=ACTOR)
+        stored = t.pdp.policies.apply(files, actor=ACTOR, with_model=with_model)
     emit(
         stored.summary(),
         as_json,

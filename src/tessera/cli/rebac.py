@@ -11,10 +11,10 @@ import typer
 import yaml
 
 from tessera.cli.main import ACTOR, JsonOpt, _json_arg, _tessera, app
-from tessera.cli.output import cli_errors, console, emit, emit_json, fail, kv, table
+from tessera.cli.output import cli_errors, console, emit, emit_json, err_console, fail, kv, table
 from tessera.clock import iso
 from tessera.errors import TesseraError
-from tessera.rebac.jsonmodel import model_to_json
+from tessera.rebac.jsonmodel import model_digest, model_from_json, model_to_json
 from tessera.rebac.modules import load_modular_model
 from tessera.rebac.ports import RelationTuple
 from tessera.rebac.service import MAX_BATCH
@@ -94,13 +94,29 @@ def model_apply(
                 fail("model: a JSON model must be an object")
         else:
             source = _read(file, "model")
-        w = _tessera().rebac.apply_model(source, actor=ACTOR)
+        t = _tessera()
+        w = t.rebac.apply_model(source, actor=ACTOR)
     m = w.value
     types = len(m.json.get("type_definitions", []))
     if as_json:
         emit_json({"id": m.id, "types": types, "consistency_token": w.consistency_token})
     else:
         kv([("model", m.id), ("types", types), ("consistency", w.consistency_token)])
+    with cli_errors():
+        active = t.pdp.policies.active()
+    pinned = active.bundle.rebac_model_digest if active is not None else None
+    if (
+        active is not None
+        and pinned is not None
+        and pinned != model_digest(model_from_json(m.json, validate=False))
+    ):
+        # decisions.md 85: the bundle's relations are no longer evaluated
+        err_console.print(
+            f"warning: the active policy bundle (version {active.version}) pins another "
+            "model: decisions that check relations deny with model_mismatch until a "
+            "bundle pinning this model is applied (tessera policy apply DIR --with-model)",
+            markup=False,
+        )
 
 
 @model_app.command("show")

@@ -12,11 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera import __version__
 from tessera.app import Tessera
+from tessera.audit.webhook import webhook_of
 from tessera.errors import PayloadTooLarge, TesseraError
 from tessera.http import admin, oauth, rebac
 from tessera.http.problems import install_problem_handlers, problem
 from tessera.http.ratelimit import RateLimit
-from tessera.http.schemas import Health
+from tessera.http.schemas import Health, Readiness
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -98,6 +99,7 @@ def create_app(tessera: Tessera) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(admin.router)
     app.include_router(rebac.router)
+    __import__("tessera.http.directory").http.directory.install(app)  # PDP directory (#5)
     from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
 
     audit.install(app, tessera)
@@ -123,9 +125,10 @@ def create_app(tessera: Tessera) -> FastAPI:
 
     @app.get(
         "/readyz",
-        response_model=Health,
+        response_model=Readiness,
         tags=["health"],
         responses={503: {"description": "not ready"}},
+        response_model_exclude_none=True,
     )
     def readyz() -> Any:
         """Readiness: the store answers, a signing key is available and the node follows the
@@ -137,6 +140,14 @@ def create_app(tessera: Tessera) -> FastAPI:
             return problem(503, "not_ready", "Not ready", exc.message)
         if tessera.tailer.running and not tessera.tailer.is_fresh():  # signals: fail closed
             return problem(503, "stale_state", "Not ready", "the event log is not being followed")
+        webhook = webhook_of(tessera.audit.sink)
+        if webhook is not None:  # visible, but never a reason to stop serving (docs/audit.md)
+            state = webhook.status()
+            behind = f"behind: {state['pending']} undelivered"
+            return {
+                "status": "ready",
+                "audit_checkpoint_webhook": "ok" if state["healthy"] else behind,
+            }
         return {"status": "ready"}
 
     @app.get("/.well-known/jwks.json", tags=["keys"])

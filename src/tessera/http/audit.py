@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tessera.app import Tessera
 from tessera.audit.ports import MAX_PAGE, AuditQuery
 from tessera.audit.record import current_request_id
+from tessera.audit.webhook import webhook_of
 from tessera.clock import utc
 from tessera.errors import InvalidInput
 from tessera.http.admin import Actor, TesseraDep
@@ -126,9 +127,25 @@ class RequestIdToAudit:
             current_request_id.reset(token)
 
 
+@router.get("/checkpoint-sink")
+def checkpoint_sink(tessera: TesseraDep, _actor: Actor) -> dict[str, Any]:
+    """Where checkpoints go, and the webhook's delivery state (undelivered checkpoints,
+    the last error, when it delivered last); never the webhook's secret, path or query."""
+    sink = tessera.audit.sink
+    webhook = webhook_of(sink)
+    return {
+        "directory": str(sink.directory) if sink is not None else None,
+        "webhook": webhook.status() if webhook is not None else None,
+    }
+
+
 def install(app: FastAPI, tessera: Tessera) -> None:
     """Wire the audit API and the background chainer into the server app."""
     app.include_router(router)
     app.add_middleware(RequestIdToAudit)
     app.router.on_startup.append(tessera.audit.start)
     app.router.on_shutdown.append(tessera.audit.stop)
+    webhook = webhook_of(tessera.audit.sink)
+    if webhook is not None:  # after the chainer's stop: delivers the shutdown checkpoint
+        app.router.on_startup.append(webhook.start)
+        app.router.on_shutdown.append(webhook.stop)

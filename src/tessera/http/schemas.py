@@ -233,6 +233,14 @@ class Health(BaseModel):
     status: str
 
 
+class Readiness(Health):
+    audit_checkpoint_webhook: str | None = Field(
+        default=None,
+        description="with a checkpoint webhook: `ok`, or `behind: N undelivered` (the node "
+        "stays ready; checkpoints are retried)",
+    )
+
+
 class SessionOut(BaseModel):
     sid: str
     jti: str

@@ -56,9 +56,15 @@ class AgentSubject:
 
     @property
     def user(self) -> str | None:
-        """The user the agent acts for (on-behalf-of), else None."""
+        """The user the agent acts for (on-behalf-of), else None.
+
+        On behalf of a user, ``act`` names every agent of the chain (``depth + 1``
+        actors); an autonomous sub-agent's ``sub`` is the root *agent* and ``act`` holds
+        only the ``depth`` agents below it, so that ``sub`` is no user (decisions.md 87)."""
         c = self.claims
-        return None if c.subject == c.client_id or not c.actors else c.subject
+        if c.subject == c.client_id or len(c.actors) != c.depth + 1:
+            return None
+        return c.subject
 
     def attributes(self) -> dict[str, Any]:
         """Cedar principal attributes of the agent."""

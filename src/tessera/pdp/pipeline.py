@@ -18,6 +18,7 @@ from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller, Session
 from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
+from tessera.pdp.pinned import model_mismatch
 from tessera.pdp.ports import (
     AttributeSource,
     BehaviourScorer,
@@ -330,6 +331,10 @@ class DecisionPoint:
             return StageResult("rebac", "skip", detail={"relation": None}), None
         if self.relations is None:
             raise RuntimeError("no relationship engine configured")
+        # pdpgaps, decisions.md 85: relations only against the bundle's pinned model.
+        mismatch = model_mismatch(bundle, self.relations)
+        if mismatch is not None:
+            return StageResult("rebac", "deny", (mismatch,), {"relation": rule.relation}), None
         obj = f"{req.resource.type}:{req.resource.id}"
         users = (
             [f"agent:{agent.agent}"] + ([f"user:{self.user_ref(agent.user)}"] if agent.user else [])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tessera.pdp.model import Decision, EvaluationRequest
 from tessera.rebac import RebacEngine
+from tessera.rebac.jsonmodel import model_digest
 
 if TYPE_CHECKING:
     from tessera.pdp.agents import AgentSubject
@@ -23,15 +24,25 @@ class RelationChecker(Protocol):
 
     def check(self, user: str, relation: str, object: str, context: Mapping[str, Any]) -> bool: ...
 
+    def model_digest(self) -> str | None:
+        """``rebac.jsonmodel.model_digest`` of the model ``check`` answers with (None: no
+        model). The ReBAC stage denies (``model_mismatch``) when it is not the bundle's
+        pinned model (decisions.md 85)."""
+        ...
+
 
 class EngineRelations:
     """A ``RelationChecker`` over the pure engine (tests, bundle test files, bench)."""
 
     def __init__(self, engine: RebacEngine) -> None:
         self.engine = engine
+        self._digest = model_digest(engine.model)
 
     def check(self, user: str, relation: str, object: str, context: Mapping[str, Any]) -> bool:
         return self.engine.check(object, relation, user, context=context or None)
+
+    def model_digest(self) -> str | None:
+        return self._digest
 
 
 class AttributeSource(Protocol):

@@ -46,6 +46,10 @@ class RebacServiceRelations:
     def check(self, user: str, relation: str, object: str, context: Mapping[str, Any]) -> bool:
         return bool(self._rebac.check(user, relation, object, context=context or None).allowed)
 
+    def model_digest(self) -> str | None:  # pdpgaps, decisions.md 85 (pinned model)
+        digest: str | None = self._rebac.active_model_digest()
+        return digest
+
 
 LIVENESS_EVENT_PREFIXES = ("session.revoked", "agent.", "operator.", "user.", "model.")
 

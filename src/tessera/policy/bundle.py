@@ -6,7 +6,8 @@ Layout (every path relative to the bundle directory)::
     bundle.yaml            name, actions, tools, taint, risk (below)
     *.cedar                Cedar policies (any number of files)
     schema.cedarschema     Cedar schema; every policy is validated against it
-    *.fga                  optional OpenFGA model (DSL 1.1) the bundle pins
+    *.fga                  optional OpenFGA model (DSL 1.1) the bundle pins: it must be
+                           the ReBAC service's active model (decisions.md 85)
     tests/*.yaml           optional test cases (``tessera policy test``)
 
 ``bundle.yaml``::
@@ -42,6 +43,7 @@ import yaml
 from tessera.policy.approval_rules import ApprovalPolicy, parse_approval_policy
 from tessera.policy.cedar import CedarPolicies, PolicyError, validate_cedar
 from tessera.rebac import AuthorizationModel, ModelError, parse_dsl
+from tessera.rebac.jsonmodel import model_digest
 
 MANIFEST: Final = "bundle.yaml"
 SCHEMA: Final = "schema.cedarschema"
@@ -87,6 +89,9 @@ class PolicyBundle:
     rebac_model: AuthorizationModel | None = field(repr=False)
     rebac_model_text: str | None = field(repr=False)
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)  # issue 8
+    # decisions.md 85: the pinned model's digest (``rebac.jsonmodel.model_digest``); relations
+    # are evaluated only while the ReBAC service's active model has the same digest.
+    rebac_model_digest: str | None = None
 
     @property
     def digest(self) -> str:
@@ -274,4 +279,5 @@ def load_bundle(files: Mapping[str, str]) -> PolicyBundle:
         rebac_model=model,
         rebac_model_text=model_text,
         approvals=approvals,
+        rebac_model_digest=None if model is None else model_digest(model),
     )

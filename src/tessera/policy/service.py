@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tessera.clock import Clock
-from tessera.errors import NotFound
+from tessera.errors import ConfigError, Conflict, NotFound
 from tessera.policy.bundle import PolicyBundle, bundle_digest, load_bundle
+from tessera.rebac.jsonmodel import model_digest, model_from_json
 
 POLICY_APPLIED = "policy.applied"
 
@@ -65,6 +66,27 @@ class PolicyTx(Protocol):
     @property
     def events(self) -> Any: ...
 
+    @property
+    def rebac(self) -> Any: ...  # ``active_model()``: the pinned-model check (decisions.md 85)
+
+
+class PinnedModelWriter(Protocol):
+    """Makes a bundle's pinned model the active ReBAC model inside the bundle's write
+    transaction (``RebacService.apply_model_in``)."""
+
+    def apply_model_in(self, tx: Any, source: str, *, actor: str) -> Any: ...
+
+
+class ModelMismatch(Conflict):
+    """``tessera policy apply``: the bundle pins a ReBAC model that is not the active one."""
+
+    code = "policy_model_mismatch"
+    title = "Pinned model is not the active model"
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else digest[:19] + "…"
+
 
 class PolicyStore(Protocol):
     def read(self) -> AbstractContextManager[Any]: ...
@@ -81,28 +103,49 @@ class ActiveBundle:
 class PolicyService:
     """Bundle versions in the store; implements the decision point's ``BundleSource``."""
 
-    def __init__(self, store: PolicyStore, clock: Clock, refresh_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: PolicyStore,
+        clock: Clock,
+        refresh_interval: float = 1.0,
+        *,
+        models: PinnedModelWriter | None = None,
+    ) -> None:
         self._store = store
+        self.models = models  # app.py: the ReBAC service (``apply(with_model=True)``)
         self._clock = clock
         self._interval = refresh_interval
         self._active: ActiveBundle | None = None
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
-    def apply(self, files: Mapping[str, str], *, actor: str) -> StoredBundle:
-        """Validate every part, then store it as a new active version in one transaction."""
+    def apply(
+        self, files: Mapping[str, str], *, actor: str, with_model: bool = False
+    ) -> StoredBundle:
+        """Validate every part, then store it as a new active version in one transaction.
+
+        A bundle that pins a ReBAC model (``*.fga``) is refused (``ModelMismatch``) unless
+        that model is the active ReBAC model, or ``with_model`` makes it the active one in
+        the same transaction (decisions.md 85)."""
         bundle = load_bundle(files)
+        if with_model and bundle.rebac_model_text is not None and self.models is None:
+            raise ConfigError("this policy service cannot apply ReBAC models")
         now = self._clock.now()
         with self._store.write() as tx:
             version = tx.policy.add_version(
                 bundle.name, bundle.digest, dict(bundle.files), now, actor
             )
-            tx.events.append(
-                POLICY_APPLIED,
-                f"policy:{version}",
-                {"version": version, "name": bundle.name, "digest": bundle.digest},
-                actor,
-            )
+            payload: dict[str, Any] = {
+                "version": version,
+                "name": bundle.name,
+                "digest": bundle.digest,
+            }
+            if bundle.rebac_model_digest is not None:
+                payload["rebac_model"] = bundle.rebac_model_digest
+            # The event comes first: on PostgreSQL it takes the event-log lock, which every
+            # model write also takes, so the model read below cannot be overtaken.
+            tx.events.append(POLICY_APPLIED, f"policy:{version}", payload, actor)
+            self._check_pinned_model(tx, bundle, actor, with_model)
             stored: StoredBundle | None = tx.policy.get(version)
         with self._lock:
             self._active = ActiveBundle(bundle, version)
@@ -110,6 +153,27 @@ class PolicyService:
         if stored is None:
             raise NotFound("the applied version vanished")
         return stored
+
+    def _check_pinned_model(
+        self, tx: Any, bundle: PolicyBundle, actor: str, with_model: bool
+    ) -> None:
+        pinned = bundle.rebac_model_digest
+        if pinned is None or bundle.rebac_model_text is None:
+            return
+        stored = tx.rebac.active_model()
+        active = (
+            None if stored is None else model_digest(model_from_json(stored.json, validate=False))
+        )
+        if active == pinned:
+            return
+        if with_model and self.models is not None:
+            self.models.apply_model_in(tx, bundle.rebac_model_text, actor=actor)
+            return
+        raise ModelMismatch(
+            f"the bundle pins ReBAC model {_short(pinned)} but the active model is "
+            f"{_short(active)}; apply it with --with-model (the model and the bundle in one "
+            "transaction) or pin the active model"
+        )
 
     def on_events(self, _tx: Any, events: Sequence[Any]) -> None:
         """Event tailer subscriber: a ``policy.applied`` on any node re-reads the active
@@ -158,4 +222,4 @@ class PolicyService:
             return self._active
 
 
-__all__ = ["ActiveBundle", "PolicyService", "StoredBundle", "bundle_digest"]
+__all__ = ["ActiveBundle", "ModelMismatch", "PolicyService", "StoredBundle", "bundle_digest"]

@@ -4,6 +4,8 @@ as returned by OpenFGA's ReadAuthorizationModel API."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,6 +116,16 @@ def model_to_json(model: AuthorizationModel) -> JsonObject:
                 cj["metadata"] = _source_json(c.source, {})
             out["conditions"][c.name] = cj
     return out
+
+
+def model_digest(model: AuthorizationModel) -> str:
+    """``sha256:<hex>`` of the model's OpenFGA JSON with types and conditions in name order:
+    two models that define the same types, relations and conditions have the same digest,
+    whichever order their DSL text listed the types in (decisions.md 85)."""
+    data = model_to_json(model)
+    data["type_definitions"] = sorted(data["type_definitions"], key=lambda td: str(td["type"]))
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
 def _bad(message: str) -> ModelError:

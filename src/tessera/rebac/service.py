@@ -32,7 +32,7 @@ from tessera.identity.service import Written
 from tessera.rebac.dsl import parse_dsl
 from tessera.rebac.engine import Limits, ListResult, RebacEngine
 from tessera.rebac.errors import ConditionError, InvalidTuple
-from tessera.rebac.jsonmodel import model_from_json, model_to_json
+from tessera.rebac.jsonmodel import model_digest, model_from_json, model_to_json
 from tessera.rebac.memory import MemoryTupleIndex
 from tessera.rebac.model import AuthorizationModel
 from tessera.rebac.ports import RelationTuple
@@ -144,6 +144,7 @@ class RebacService:
         self._index: MemoryTupleIndex | None = None
         self._engine: RebacEngine | None = None
         self._model_id: str | None = None
+        self._digest: str | None = None
         self._seq = 0
         self._validator: tuple[str, RebacEngine] | None = None
         self._tailer.subscribe("rebac-index", self.on_events)
@@ -152,6 +153,24 @@ class RebacService:
 
     def apply_model(self, source: str | Mapping[str, Any], *, actor: str) -> Written[StoredModel]:
         """Validate a model (DSL text or OpenFGA JSON) and make it the active one."""
+        stored, types = self._prepare_model(source)
+        with self._store.write() as tx:
+            self._write_model(tx, stored, types, actor)
+        return Written(stored, tx.consistency_token)
+
+    def apply_model_in(self, tx: Any, source: str, *, actor: str) -> StoredModel:
+        """Validate a model and make it the active one inside the caller's write
+        transaction (``tessera policy apply --with-model``: the bundle and the model it
+        pins commit together or not at all, decisions.md 85)."""
+        stored, types = self._prepare_model(source)
+        self._write_model(tx, stored, types, actor)
+        return stored
+
+    def _write_model(self, tx: Any, stored: StoredModel, types: int, actor: str) -> None:
+        seq = tx.events.append(MODEL_APPLIED, stored.id, {"id": stored.id, "types": types}, actor)
+        tx.rebac.add_model(stored, seq)
+
+    def _prepare_model(self, source: str | Mapping[str, Any]) -> tuple[StoredModel, int]:
         if isinstance(source, str):
             if len(source) > MAX_MODEL_CHARS:
                 raise PayloadTooLarge(f"a model is limited to {MAX_MODEL_CHARS} characters")
@@ -163,13 +182,9 @@ class RebacService:
             dsl = render_dsl(model)
             _model_text(dsl)
         RebacEngine(model, MemoryTupleIndex(), self._clock)  # conditions compile
-        stored = StoredModel(_model_id(), dsl, model_to_json(model), self._clock.now())
-        with self._store.write() as tx:
-            seq = tx.events.append(
-                MODEL_APPLIED, stored.id, {"id": stored.id, "types": len(model.types)}, actor
-            )
-            tx.rebac.add_model(stored, seq)
-        return Written(stored, tx.consistency_token)
+        return StoredModel(_model_id(), dsl, model_to_json(model), self._clock.now()), len(
+            model.types
+        )
 
     def active_model(self) -> StoredModel:
         with self._store.read() as tx:
@@ -177,6 +192,16 @@ class RebacService:
         if model is None:
             raise NoModel()
         return model
+
+    def active_model_digest(self) -> str | None:
+        """``model_digest`` of the model this node's queries use (None: no model), at least
+        as fresh as the staleness bound (``RebacStale`` otherwise). The decision point
+        compares it with the bundle's pinned model before checking relations."""
+        try:
+            self._fresh(None)
+        except NoModel:
+            return None
+        return self._digest
 
     def list_models(self, limit: int = 50) -> list[StoredModel]:
         with self._store.read() as tx:
@@ -403,8 +428,10 @@ class RebacService:
     def _set_model(self, stored: StoredModel | None) -> None:
         if stored is None or self._index is None:
             return
-        self._engine = RebacEngine(self._model(stored), self._index, self._clock, self._limits)
+        model = self._model(stored)
+        self._engine = RebacEngine(model, self._index, self._clock, self._limits)
         self._model_id = stored.id
+        self._digest = model_digest(model)
 
     def _apply(self, tx: RebacTx, e: Event) -> None:
         index = self._index

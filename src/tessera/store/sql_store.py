@@ -16,6 +16,7 @@ from tessera.store import tables as t
 from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
 from tessera.store.fastsql import event_types_after, insert_event
 from tessera.store.sql_audit import SqlAuditOutbox
+from tessera.store.sql_directory import SqlDirectoryRepo
 from tessera.store.sql_identity import (
     SqlAgentRepo,
     SqlCredentialRepo,
@@ -94,6 +95,7 @@ class SqlTx:
         self.audit = SqlAuditOutbox(conn, clock)
         self.rebac = SqlRebacRepo(conn)
         self.policy = SqlPolicyRepo(conn)
+        self.directory = SqlDirectoryRepo(conn)  # the PDP's directory (migration 0013)
         self.consistency_token: str | None = None
 
 

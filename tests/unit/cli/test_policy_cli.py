@@ -20,9 +20,15 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
 def test_validate_test_apply_and_explain(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bundle = str(EXAMPLES / "policy-bundle")
     assert "ok: bundle 'docs', 4 policies" in run("policy", "validate", bundle)
-    assert "4 passed, 0 failed" in run("policy", "test", bundle)
+    assert "17 passed, 0 failed" in run("policy", "test", bundle)
     run("init")
-    applied = json.loads(run("policy", "apply", bundle, "--json"))
+    # decisions.md 85: the bundle pins a ReBAC model and none is active yet
+    err = run("policy", "apply", bundle, code=2)
+    assert "pins ReBAC model sha256:" in err
+    assert "the active model is none" in err
+    assert "--with-model" in err
+    assert json.loads(run("policy", "versions", "--json")) == []  # nothing was written
+    applied = json.loads(run("policy", "apply", bundle, "--with-model", "--json"))
     assert applied["version"] == 1
     assert applied["active"] is True
     run("policy", "apply", str(EXAMPLES / "authzen-search"))
@@ -70,3 +76,30 @@ def test_invalid_bundles_and_failing_tests_exit_non_zero(run, tmp_path: Path) ->
         "action: {name: view}, resource: {type: record, id: '1'}}\n    expect: allow\n"
     )
     assert "0 passed, 1 failed" in run("policy", "test", str(failing), code=1)
+
+
+def test_a_new_rebac_model_warns_when_the_bundle_pins_another(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr_of = cli_run(tmp_path, monkeypatch, stdout_codes=())  # returns stderr
+    bundle = EXAMPLES / "policy-bundle"
+    run("init")
+    run("policy", "apply", str(bundle), "--with-model")
+    run("policy", "apply", str(bundle))  # the pinned model is the active one: no flag needed
+    assert "warning" not in stderr_of("rebac", "model", "apply", str(bundle / "model.fga"))
+    other = tmp_path / "other.fga"
+    other.write_text((bundle / "model.fga").read_text() + "\ntype project\n")
+    warned = stderr_of("rebac", "model", "apply", str(other))
+    assert "warning: the active policy bundle (version 2) pins another model" in warned
+    request = tmp_path / "req.json"
+    request.write_text(
+        json.dumps(
+            {
+                "subject": {"type": "user", "id": "alice"},
+                "action": {"name": "docs/read"},
+                "resource": {"type": "document", "id": "1"},
+            }
+        )
+    )
+    out = json.loads(run("pdp", "explain", str(request)))
+    assert [r["code"] for r in out["context"]["reasons"]] == ["model_mismatch"]
