@@ -512,7 +512,12 @@ class AuditService:
         output.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = output / records_name(current.number)
         if path.exists() or (output / manifest_name(current.number)).exists():
-            raise Conflict(f"{path} exists already", code="audit_archive_exists")
+            raise Conflict(
+                f"{path} exists already: segment {current.number} is still the current "
+                "one, so these are the leftovers of an interrupted archive; move them away "
+                "and run it again",
+                code="audit_archive_exists",
+            )
         head: list[str] = [current.prev_hash]
 
         def lines() -> Iterator[str]:
