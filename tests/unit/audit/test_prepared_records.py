@@ -119,3 +119,38 @@ def test_prepared_and_plain_bodies_chain_alike() -> None:
     mixed = [prepare(b, when) if i % 2 else b for i, b in enumerate(bodies)]
     head = ChainHead(0, GENESIS_HASH)
     assert [r.hash for r in link(head, mixed)] == [r.hash for r in link(head, bodies)]
+
+
+any_text = (
+    st.text(max_size=6) | st.just("x" * 513) | st.sampled_from(["\ud800", "a\udfff", "\udc00b"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(any_text | st.none(), min_size=12, max_size=12),
+    act=st.lists(any_text, max_size=3),
+    event_type=st.sampled_from(["a.b", "Bad Type", "x"]),
+)
+def test_the_one_pass_check_agrees_with_the_field_by_field_one(
+    fields: list[str | None], act: list[str], event_type: str
+) -> None:
+    f = [v if v is not None else "" for v in fields[:4]] + fields[4:]
+    entry = AuditEntry(
+        event_type,
+        ActorLayers(f[0], f[4], f[5], f[6], f[7], f[8], tuple(act)),  # type: ignore[arg-type]
+        f[1],  # type: ignore[arg-type]
+        f[2],  # type: ignore[arg-type]
+        f[3],  # type: ignore[arg-type]
+        reasons=tuple(v for v in fields[9:10] if v is not None),
+        policy_version=f[10],
+        jti=f[11],
+    )
+    try:
+        entry._check_each()
+    except InvalidInput:
+        with pytest.raises(InvalidInput):
+            entry.check()
+        assert not entry._plainly_valid()
+        return
+    entry.check()
