@@ -38,7 +38,7 @@ from tessera.audit.segments import Segment
 from tessera.clock import Clock, SystemClock
 from tessera.errors import Conflict, StoreUnavailable, TesseraError
 from tessera.store import tables as t
-from tessera.store.engine import translate_db_errors
+from tessera.store.engine import sqlite_writer, translate_db_errors, writer_turn
 from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
 
 AUDIT_LOCK_ID = 0x7E55A0D  # pg_advisory_xact_lock key of the chainer
@@ -165,6 +165,7 @@ class SqlAuditLedger:
         self.engine = engine
         self._clock = clock or SystemClock()
         self._sqlite = engine.dialect.name == "sqlite"
+        self._writer = sqlite_writer(engine)  # the store's own: one writer queue per process
 
     def chain(
         self, bodies: Sequence[dict[str, Any] | PreparedBody], *, outbox_limit: int
@@ -178,7 +179,7 @@ class SqlAuditLedger:
         on the pooled connection's driver directly (BEGIN, lock, head, one executemany,
         COMMIT): SQLAlchemy's per-statement work would cost more than the records' own."""
         sqlite = self._sqlite
-        with translate_db_errors(), self.engine.connect() as raw:
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             dbapi: Any = raw.connection.driver_connection
             cur = dbapi.cursor()
             try:
@@ -214,7 +215,7 @@ class SqlAuditLedger:
 
     def _locked(self, work: Callable[[Connection, Any], _T]) -> _T:
         """Run ``work`` in one durable write transaction under the chain lock."""
-        with translate_db_errors(), self.engine.connect() as raw:
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             dbapi: Any = raw.connection.driver_connection
             if self._sqlite:
                 dbapi.execute("PRAGMA synchronous=FULL")
@@ -374,7 +375,7 @@ class SqlAuditLedger:
             return int(conn.execute(select(func.count()).select_from(t.audit_outbox)).scalar_one())
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        with translate_db_errors(), self.engine.connect() as raw:
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             conn = raw.execution_options(tessera_write=True)
             try:
                 with conn.begin():
