@@ -179,11 +179,85 @@ def _row(name: str, lat: list[float], note: str) -> Row:
     return Row(name, "µs/op", statistics.median(lat), percentile(lat, 99), len(lat), note)
 
 
+def _cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) of a process so far; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Gateway:
+    """One ``tessera gateway`` process (its own data directory and agents)."""
+
+    def __init__(self, tmp: Path, label: str, up_port: int, src: str | None) -> None:
+        self.label = label
+        self.port = _port()
+        self.env, cfg, self.agents = _setup(tmp / label / "data", self.port, up_port)
+        env = dict(self.env)
+        if src is None:
+            cmd = [TESSERA, "gateway", "--config", str(cfg)]
+        else:  # another source tree (the A/B baseline), same virtualenv
+            env["PYTHONPATH"] = src
+            cmd = [sys.executable, "-c", "from tessera.cli.main import main; main()"]
+            cmd += ["gateway", "--config", str(cfg)]
+        self.cfg = cfg
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.via = f"{self.base}/mcp/tools"
+
+    def ready(self) -> None:
+        _wait(f"{self.base}/healthz", self.proc)
+        self.bearer = {"Authorization": f"Bearer {self._token('bearer-agent')}"}
+        self.dpop_token = self._token("dpop-agent")
+
+    def _token(self, name: str) -> str:
+        return _session(self.base, self.agents[name], self.agents["operator"])
+
+    def proofs(self, n: int) -> list[dict[str, str]]:
+        from tessera.crypto.dpop import create_proof
+
+        key = self.agents["dpop-agent"][2]
+        return [
+            {
+                "Authorization": f"DPoP {self.dpop_token}",
+                "DPoP": create_proof(
+                    key, htm="POST", htu=self.via, access_token=self.dpop_token, iat=time.time()
+                ),
+            }
+            for _ in range(n)
+        ]
+
+    def fire(
+        self, headers: list[dict[str, str]], conns: int
+    ) -> tuple[list[float], float, int, float]:
+        """(latencies, calls/s, errors, gateway CPU µs per call)."""
+        c0 = _cpu(self.proc.pid)
+        lat, rate, errors = asyncio.run(_fire(self.via, headers, conns))
+        c1 = _cpu(self.proc.pid)
+        cpu = float("nan") if c0 is None or c1 is None else (c1 - c0) * 1e6 / len(headers)
+        return lat, rate, errors, cpu
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run(quick: bool) -> list[Row]:
+    """The gateway of this tree; with ``TESSERA_BENCH_GATEWAY_BASELINE=<src dir>`` (e.g. a
+    ``git archive`` of main's ``src``) also that tree's gateway, measured in alternating
+    rounds against the same upstream (an A/B in one run)."""
     n = 300 if quick else 2000
+    baseline = os.environ.get("TESSERA_BENCH_GATEWAY_BASELINE")
     with tempfile.TemporaryDirectory() as tmp:
-        port, up_port = _port(), _port()
-        env, cfg, agents = _setup(Path(tmp) / "data", port, up_port)
+        up_port = _port()
         seen = Path(tmp) / "seen.log"
         upstream = subprocess.Popen(
             [sys.executable, "-m", "tests.e2e.mcp_upstream", str(up_port), str(seen), "json"],
@@ -191,81 +265,108 @@ def run(quick: bool) -> list[Row]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        gateway = subprocess.Popen(
-            [TESSERA, "gateway", "--config", str(cfg)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
+        gateways: list[_Gateway] = []
         rows: list[Row] = []
         try:
+            gateways.append(_Gateway(Path(tmp), "new", up_port, None))
+            if baseline:
+                gateways.append(_Gateway(Path(tmp), "base", up_port, baseline))
             _wait(f"http://127.0.0.1:{up_port}/mcp", upstream)
-            _wait(f"{base}/healthz", gateway)
-            rows = _measure(base, f"http://127.0.0.1:{up_port}/mcp", agents, n)
-            rows += _in_process(env, cfg, base, agents, n)
+            for gw in gateways:
+                gw.ready()
+            rows = _measure(f"http://127.0.0.1:{up_port}/mcp", gateways, n)
+            new = gateways[0]
+            rows += _in_process(new.env, new.cfg, new.base, new.agents, n)
         finally:
-            for proc in (gateway, upstream):
-                proc.terminate()
-            for proc in (gateway, upstream):
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            for gw in gateways:
+                gw.stop()
+            upstream.terminate()
+            try:
+                upstream.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                upstream.kill()
+                upstream.wait()
     return rows
 
 
-def _measure(base: str, direct: str, agents: dict[str, Any], n: int) -> list[Row]:
-    from tessera.crypto.dpop import create_proof
+ROUNDS = 6
 
+
+def _measure(direct: str, gateways: list[_Gateway], n: int) -> list[Row]:
+    """Rounds alternate between the direct upstream and each gateway (the machine's load
+    drifts; alternating spreads it over every side alike)."""
     sys.path.insert(0, str(ROOT))
-    via = f"{base}/mcp/tools"
-    bearer = _session(base, agents["bearer-agent"], agents["operator"])
-    dpop_agent = agents["dpop-agent"]
-    dpop = _session(base, dpop_agent, agents["operator"])
-    plain = {"Authorization": f"Bearer {bearer}"}
     asyncio.run(_fire(direct, [{}] * 50, 1))
-    asyncio.run(_fire(via, [plain] * 50, 1))  # warm caches and connections
-    d_lat, _, d_err = asyncio.run(_fire(direct, [{}] * n, 1))
-    g_lat, _, g_err = asyncio.run(_fire(via, [plain] * n, 1))
-    proofs = [
-        {
-            "Authorization": f"DPoP {dpop}",
-            "DPoP": create_proof(
-                dpop_agent[2], htm="POST", htu=via, access_token=dpop, iat=time.time()
-            ),
-        }
-        for _ in range(n)
-    ]
-    p_lat, _, p_err = asyncio.run(_fire(via, proofs, 1))
+    for gw in gateways:
+        gw.fire([gw.bearer] * 50, 1)  # warm caches and connections
+    per = max(20, n // ROUNDS)
+    d_lat: list[float] = []
+    lat: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    errs: dict[tuple[str, str], int] = {}
+
+    def keep(key: tuple[str, str], got: tuple[list[float], float, int, float]) -> None:
+        lat.setdefault(key, []).extend(got[0])
+        cpu.setdefault(key, []).append(got[3])
+        errs[key] = errs.get(key, 0) + got[2]
+
+    for _ in range(ROUNDS):
+        d_lat += asyncio.run(_fire(direct, [{}] * per, 1))[0]
+        for gw in gateways:
+            keep((gw.label, "bearer"), gw.fire([gw.bearer] * per, 1))
+            keep((gw.label, "dpop"), gw.fire(gw.proofs(per), 1))
+    rates: dict[str, list[float]] = {}
+    for _ in range(2):
+        for gw in gateways:
+            got = gw.fire([gw.bearer] * n, CONCURRENCY)
+            rates.setdefault(gw.label, []).append(got[1])
+            cpu.setdefault((gw.label, "16"), []).append(got[3])
+            errs[(gw.label, "16")] = errs.get((gw.label, "16"), 0) + got[2]
     _, d_rate, _ = asyncio.run(_fire(direct, [{}] * n, CONCURRENCY))
-    _, g_rate, g2_err = asyncio.run(_fire(via, [plain] * n, CONCURRENCY))
-    added = statistics.median(g_lat) - statistics.median(d_lat)
-    added99 = percentile(g_lat, 99) - percentile(d_lat, 99)
-    addedp = statistics.median(p_lat) - statistics.median(d_lat)
-    return [
-        _row("tools/call direct to the upstream (1 conn)", d_lat, f"{d_err} errors"),
-        _row("tools/call through the gateway, bearer (1 conn)", g_lat, f"{g_err} errors"),
-        _row("tools/call through the gateway, DPoP (1 conn)", p_lat, f"{p_err} errors"),
-        Row(
-            "added by the gateway, bearer (p50 / p99 difference)",
-            "µs/op",
-            added,
-            added99,
-            n,
-            "aim: <= 2000 µs at p50",
-        ),
-        Row("added by the gateway, DPoP (p50 difference)", "µs/op", addedp, None, n, ""),
-        Row(
-            "tools/call through one gateway worker",
-            "calls/s",
-            g_rate,
-            None,
-            n,
-            f"{CONCURRENCY} conns, {g2_err} errors; upstream alone {d_rate:,.0f}/s",
-        ),
-    ]
+    d50, d99 = statistics.median(d_lat), percentile(d_lat, 99)
+    rows = [_row("tools/call direct to the upstream (1 conn)", d_lat, "")]
+    for gw in gateways:
+        tag = "" if len(gateways) == 1 else f" [{gw.label}]"
+        b, p = lat[(gw.label, "bearer")], lat[(gw.label, "dpop")]
+        rows += [
+            _row(f"tools/call via gateway, bearer{tag}", b, f"{errs[(gw.label, 'bearer')]} errors"),
+            _row(f"tools/call via gateway, DPoP{tag}", p, f"{errs[(gw.label, 'dpop')]} errors"),
+            Row(
+                f"added by the gateway, bearer{tag}",
+                "µs/op",
+                statistics.median(b) - d50,
+                percentile(b, 99) - d99,
+                len(b),
+                "p50 / p99 difference; aim: <= 2000 µs at p50",
+            ),
+            Row(
+                f"added by the gateway, DPoP{tag}",
+                "µs/op",
+                statistics.median(p) - d50,
+                None,
+                len(p),
+                "",
+            ),
+            Row(
+                f"gateway CPU per call, bearer / DPoP{tag}",
+                "µs/op",
+                statistics.median(cpu[(gw.label, "bearer")]),
+                statistics.median(cpu[(gw.label, "dpop")]),
+                ROUNDS,
+                "every thread of the gateway process; the p99 column is DPoP",
+            ),
+            Row(
+                f"tools/call through one gateway worker{tag}",
+                "calls/s",
+                statistics.median(rates[gw.label]),
+                None,
+                n,
+                f"{CONCURRENCY} conns, {errs[(gw.label, '16')]} errors, "
+                f"{statistics.median(cpu[(gw.label, '16')]):,.0f} µs CPU per call; "
+                f"upstream alone {d_rate:,.0f}/s",
+            ),
+        ]
+    return rows
 
 
 def _session(base: str, agent: Any, operator: tuple[Any, str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import shutil
 import socket
 import statistics
@@ -29,6 +30,12 @@ from tessera.sdk import client_assertion, model_attestation
 BUNDLE = Path(__file__).resolve().parents[1] / "examples" / "policy-bundle"
 CONCURRENCY = 32
 FILLER_ACTIONS = 50
+DOCUMENTS = 100  # document:doc-0..99, all in folder research-notes (3-hop ReBAC)
+# The session's tool_calls budget: every allowed AuthZEN evaluation spends one unit
+# (docs/pdp.md "Budgets at decision time"), so the demo ceiling's 50 would turn the run
+# into budget_exhausted denies after 50 decisions. The bench keeps the session metered
+# (the conditional decrement is in every measured decision) with a budget the run fits in.
+BENCH_TOOL_CALLS = 10_000_000
 
 
 def make_bundle(dest: Path, n_policies: int, same_action_every: int = 10) -> Path:
@@ -118,6 +125,33 @@ class PdpFixture(Fixture):
         # the engine in the path (features, lookups, learning) without judging the load.
         self.env["TESSERA_BEHAVIOUR_WARMUP_CALLS"] = "1000000"
         _cli(self.env, "policy", "apply", str(bundle))
+        self._seed()
+
+    def _seed(self) -> None:
+        """Before the server starts: raise the agent's ceiling budget (there is no admin
+        API to change a ceiling) and put ``DOCUMENTS`` documents in the research-notes
+        folder, so batches ask about distinct resources."""
+        from dataclasses import replace
+
+        from tessera.app import build
+        from tessera.config import load_config
+        from tessera.rebac import RelationTuple
+
+        t = build(load_config(self.env))
+        try:
+            with t.store.write() as tx:
+                agent = tx.agents.get(self.agent)
+                budgets = {**agent.ceiling.budgets, "tool_calls": BENCH_TOOL_CALLS}
+                tx.agents.set_ceiling(
+                    self.agent, replace(agent.ceiling, budgets=budgets), t.clock.now()
+                )
+            docs = [
+                RelationTuple(f"document:doc-{i}", "parent", "folder:research-notes")
+                for i in range(DOCUMENTS)
+            ]
+            t.rebac.write_tuples(docs, actor="bench")
+        finally:
+            t.close()
 
     def session_token(self) -> str:
         form = {
@@ -148,7 +182,7 @@ class PdpFixture(Fixture):
         r.raise_for_status()
         return str(r.json()["access_token"])
 
-    def request(self, token: str) -> dict[str, Any]:
+    def request(self, token: str, resource: str = "roadmap") -> dict[str, Any]:
         return {
             "subject": {
                 "type": "agent",
@@ -156,21 +190,36 @@ class PdpFixture(Fixture):
                 "properties": {"token": token, "jkt": self.jkt},
             },
             "action": {"name": "docs/read"},
-            "resource": {"type": "document", "id": "roadmap"},
+            "resource": {"type": "document", "id": resource},
+        }
+
+    def batch(self, token: str, size: int = DOCUMENTS) -> dict[str, Any]:
+        """AuthZEN §7: one subject and action, ``size`` distinct documents."""
+        body = self.request(token)
+        return {
+            "subject": body["subject"],
+            "action": body["action"],
+            "evaluations": [
+                {"resource": {"type": "document", "id": f"doc-{i % DOCUMENTS}"}}
+                for i in range(size)
+            ],
         }
 
 
+_ALLOWED = re.compile(rb'"decision":\s*true')
+
+
 async def _fire(
-    url: str, bodies: list[Any], auth: str, *, method: str = "POST"
+    url: str, bodies: list[Any], auth: str, *, method: str = "POST", expect: int = 1
 ) -> tuple[list[float], float, int]:
     """A minimal keep-alive HTTP/1.1 load generator on raw asyncio streams: httpx's async
     client saturates a core by itself at 32 connections (``/healthz`` tops out near 80/s
-    here), which would measure the client, not the server."""
+    here), which would measure the client, not the server. A response counts as an error
+    unless it is a 200 with ``expect`` allowed decisions (POST) or a 200 (GET)."""
     host, _, rest = url.removeprefix("http://").partition("/")
     hostname, _, port = host.partition(":")
     lat: list[float] = []
     errors = 0
-    queue = list(bodies)
 
     def raw(body: Any) -> bytes:
         data = json.dumps(body).encode() if method == "POST" else b""
@@ -180,12 +229,14 @@ async def _fire(
         )
         return head.encode() + data
 
+    queue = [raw(b) for b in bodies]  # encoded up front: the client's CPU is not measured
+
     async def worker() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(hostname, int(port))
         try:
             while queue:
-                message = raw(queue.pop())
+                message = queue.pop()
                 t0 = time.perf_counter()
                 writer.write(message)
                 status = await reader.readline()
@@ -196,7 +247,9 @@ async def _fire(
                         length = int(value)
                 payload = await reader.readexactly(length)
                 lat.append((time.perf_counter() - t0) * 1e6)
-                ok = b" 200 " in status and (method != "POST" or b'"decision":true' in payload)
+                ok = b" 200 " in status and (
+                    method != "POST" or len(_ALLOWED.findall(payload)) == expect
+                )
                 errors += not ok
         finally:
             writer.close()
@@ -207,70 +260,70 @@ async def _fire(
     return lat, len(bodies) / elapsed, errors
 
 
-def _rows(n: int, batches: int, inproc: int) -> list[Row]:
+def _serve(fx: PdpFixture) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [TESSERA, "serve"], env=fx.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(200):
+        try:
+            httpx.get(f"{fx.base}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc
+
+
+def http_rows(fx: PdpFixture, token: str, n: int, batches: int, rounds: int) -> list[Row]:
+    """/healthz, single evaluations and batches of 100, alternating for ``rounds`` rounds
+    against the running server, so the evaluation figures sit next to the stack's baseline
+    measured at the same moment. Throughputs are medians over the rounds; latencies pool
+    every round; the ratio is the median of the per-round ratios."""
+    auth = fx.service_token()
+    base = fx.base
+    singles = [fx.request(token, f"doc-{i % DOCUMENTS}") for i in range(n)]
+    batch = fx.batch(token)
+    asyncio.run(_fire(f"{base}/access/v1/evaluation", singles[:100], auth))  # warm caches
+    asyncio.run(_fire(f"{base}/access/v1/evaluations", [batch] * 4, auth, expect=DOCUMENTS))
+    runs: dict[str, list[tuple[list[float], float, int]]] = {"h": [], "e": [], "b": []}
+    for _ in range(rounds):
+        runs["h"].append(asyncio.run(_fire(f"{base}/healthz", [None] * n, auth, method="GET")))
+        runs["e"].append(asyncio.run(_fire(f"{base}/access/v1/evaluation", singles, auth)))
+        runs["b"].append(
+            asyncio.run(
+                _fire(f"{base}/access/v1/evaluations", [batch] * batches, auth, expect=DOCUMENTS)
+            )
+        )
+
+    def row(key: str, name: str, unit: str, per: int, what: str) -> Row:
+        lat = [x for r in runs[key] for x in r[0]]
+        rate = statistics.median(r[1] for r in runs[key]) * per
+        errors = sum(r[2] for r in runs[key])
+        note = f"{rate:,.0f} {what}/s, {CONCURRENCY} conns, {errors} errors"
+        if key != "h":
+            ratio = statistics.median(
+                e[1] * per / h[1] for e, h in zip(runs[key], runs["h"], strict=True)
+            )
+            note += f", {ratio:.2f}x /healthz"
+        return Row(name, unit, statistics.median(lat), percentile(lat, 99), len(lat), note)
+
+    return [
+        row("h", "HTTP GET /healthz (baseline of the stack)", "µs/op", 1, "req"),
+        row("e", "HTTP evaluation (agent, 3-hop ReBAC, 100 policies)", "µs/op", 1, "decisions"),
+        row("b", "HTTP evaluations, batch of 100 distinct documents", "µs/batch", 100, "decisions"),
+    ]
+
+
+def _rows(n: int, batches: int, inproc: int, rounds: int) -> list[Row]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         b100 = make_bundle(Path(tmp) / "b100", 100)
         fx = PdpFixture(Path(tmp) / "data", port, b100)
-        proc = subprocess.Popen(
-            [TESSERA, "serve"], env=fx.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        rows: list[Row] = []
+        proc = _serve(fx)
         try:
-            for _ in range(100):
-                try:
-                    httpx.get(f"{fx.base}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            token, auth = fx.session_token(), fx.service_token()
-            body = fx.request(token)
-            url = f"{fx.base}/access/v1/evaluation"
-            lat, rate, errors = asyncio.run(
-                _fire(f"{fx.base}/healthz", [None] * n, auth, method="GET")
-            )
-            rows.append(
-                Row(
-                    "HTTP GET /healthz (baseline of the stack)",
-                    "µs/op",
-                    statistics.median(lat),
-                    percentile(lat, 99),
-                    n,
-                    f"{rate:,.0f} req/s, {CONCURRENCY} conns, {errors} errors",
-                )
-            )
-            asyncio.run(_fire(url, [body] * 50, auth))  # warm the token cache
-            lat, rate, errors = asyncio.run(_fire(url, [body] * n, auth))
-            rows.append(
-                Row(
-                    "HTTP evaluation (agent, 3-hop ReBAC, 100 policies)",
-                    "µs/op",
-                    statistics.median(lat),
-                    percentile(lat, 99),
-                    n,
-                    f"{rate:,.0f} decisions/s, {CONCURRENCY} conns, {errors} errors",
-                )
-            )
-            batch = {
-                "subject": body["subject"],
-                "action": body["action"],
-                "evaluations": [{"resource": body["resource"]}] * 100,
-            }
-            lat, rate, errors = asyncio.run(
-                _fire(f"{fx.base}/access/v1/evaluations", [batch] * batches, auth)
-            )
-            rows.append(
-                Row(
-                    "HTTP evaluations, batch of 100",
-                    "µs/batch",
-                    statistics.median(lat),
-                    percentile(lat, 99),
-                    batches,
-                    f"{rate * 100:,.0f} decisions/s, {CONCURRENCY} conns, {errors} errors",
-                )
-            )
+            token = fx.session_token()
+            rows = http_rows(fx, token, n, batches, rounds)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -407,4 +460,6 @@ def _in_process(fx: PdpFixture, token: str, tmp: Path, n: int) -> list[Row]:
 
 
 def run(quick: bool) -> list[Row]:
-    return _rows(500 if quick else 3000, 20 if quick else 100, 300 if quick else 2000)
+    return _rows(
+        2000 if quick else 5000, 40 if quick else 100, 300 if quick else 2000, 3 if quick else 5
+    )

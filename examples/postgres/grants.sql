@@ -11,6 +11,9 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA :"schema" TO :"app";
 -- The ledger and its checkpoints: read and append only.
 REVOKE UPDATE, DELETE, TRUNCATE ON :"schema".audit_ledger, :"schema".audit_checkpoints
   FROM :"app";
+-- Ledger segments (migration 0012): `tessera audit archive` appends a row; `purge` runs as
+-- the owner role.
+REVOKE UPDATE, DELETE, TRUNCATE ON :"schema".audit_segments FROM :"app";
 -- The outbox: DELETE stays (the chainer removes chained entries; a trigger refuses the
 -- deletion of an entry the ledger does not hold).
 REVOKE UPDATE, TRUNCATE ON :"schema".audit_outbox FROM :"app";

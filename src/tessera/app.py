@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from tessera.identity.service import (
 )
 from tessera.outbound import OutboundPolicy
 from tessera.pdp.audit import AuditDecisionRecorder
+from tessera.pdp.budgets import GroupedSessionBudgets
 from tessera.pdp.directory import DirectoryService, StoredDirectory
 from tessera.pdp.service import PdpService, build_pdp
 from tessera.posture.review import ReviewService
@@ -187,7 +187,8 @@ def build(
             tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
-            budgets=SessionBudgets(store),
+            # pdphttp (issue 5): budget decrements at decision time written in groups
+            budgets=GroupedSessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
             # issue 5 (pdpgaps): the directory from the store, followed through the tailer
@@ -205,6 +206,8 @@ def build(
     )
     # issue 5 (pdpgaps, decisions.md 85): `policy apply --with-model` writes the pinned model
     t.pdp.policies.models = rebac
+    # pdphttp (issue 5): cached PDP callers are forgotten on service/credential/key events
+    tailer.subscribe("pdp-callers", t.pdp.callers.on_events)
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)
     # MCP gateway (issue 9): session taint durable in the store and shared by every node.
@@ -368,26 +371,6 @@ def _checkpoint_webhook(config: Config, clock: Clock) -> WebhookCheckpointSink |
         ),
         clock=clock,
     )
-
-
-class SessionBudgets:
-    """``BudgetLedger`` over the stored session counters (conditional decrement)."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
-
-    def consume(self, sid: str, amounts: Mapping[str, int]) -> bool:
-        try:
-            with self._store.write() as tx:
-                if not tx.sessions.carve(sid, amounts):
-                    raise _BudgetShort  # roll back any counter already decremented
-        except _BudgetShort:
-            return False
-        return True
-
-
-class _BudgetShort(Exception):
-    pass
 
 
 class UsernameOf:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socketserver
 import subprocess
 import sys
 import threading
@@ -507,3 +508,52 @@ def test_sdk_auth_follows_nonces_and_renews_a_refused_token(
         assert r.status_code == 200, r.text
         assert source.token() != first
     t.close()
+
+
+class _Misbehaving(socketserver.BaseRequestHandler):
+    """An upstream that reads one request and answers it wrongly (``server.answer``)."""
+
+    def handle(self) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        answer: bytes = self.server.answer  # type: ignore[attr-defined]
+        if answer:
+            self.request.sendall(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # the connection closed without an answer
+        b"SSH-2.0-OpenSSH_9\r\n\r\n",  # not HTTP
+        b"HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{"a"',
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked"
+        b"\r\n\r\nzz\r\n",
+    ],
+    ids=["dropped", "not-http", "redirect", "short-body", "bad-chunk"],
+)
+def test_a_misbehaving_upstream_is_a_502_and_gives_the_budget_back(
+    live: Tessera, tmp_path: Path, answer: bytes
+) -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Misbehaving)
+    server.daemon_threads = True
+    server.answer = answer  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gw = _setup(live, tmp_path, f"http://127.0.0.1:{server.server_address[1]}/mcp")
+        with gw.http:
+            token = gw.token(tool_calls=3)
+            r = gw.post(token, _call("read_file", {"path": "/srv/public/a"}))
+            assert r.status_code == 502
+            assert r.json()["error"]["code"] == -32002
+            assert gw.budget(token) == {"tool_calls": 3}
+    finally:
+        server.shutdown()
+        server.server_close()
+    rows = gw.t.audit.query(AuditQuery(event_type="gateway.call", limit=10))
+    assert [r["outcome"] for r in rows] == ["allow", "not_executed"]

@@ -15,18 +15,23 @@ top-level key.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
-from tessera.audit.encoding import record_bytes
-from tessera.clock import parse_iso
+from tessera.audit.encoding import _plain, record_bytes
+from tessera.audit.record import RECORD_VERSION, AuditEntry, current_request_id
+from tessera.clock import iso, parse_iso
+from tessera.errors import InvalidInput
 
 GENESIS_HASH = "0" * 64
 _PREV = b',"prev_hash":"'
 _SEQ = b',"seq":'
 _PL, _SL = len(_PREV), len(_SEQ)
+_GENESIS_RAW = GENESIS_HASH.encode()
 
 
 @dataclass(frozen=True)
@@ -39,26 +44,135 @@ class ChainHead:
 
 @dataclass(frozen=True)
 class LinkedRecord:
-    """A record ready to store: its bytes, hash and the columns queries filter on."""
+    """A record ready to store: its bytes, hash and the columns queries filter on
+    (``event_type, outcome, principal, agent, session, user``) and its time."""
 
     seq: int
     body: bytes
     hash: str
-    record: dict[str, Any]
+    columns: tuple[str, str, str | None, str | None, str | None, str | None]
+    time: datetime
 
 
-def link(head: ChainHead, bodies: Sequence[dict[str, Any]]) -> list[LinkedRecord]:
-    """Give each body (an entry's ``body()``) the next ``seq`` and chain it after ``head``."""
+@dataclass(frozen=True, slots=True)
+class PreparedBody:
+    """A record's canonical bytes with two holes, for ``prev_hash`` and ``seq``.
+
+    Built by the caller (``prepare``) before the record joins a group, so the committer
+    only splices and hashes: ``before_prev + prev_hash + before_seq + str(seq) +
+    after_seq`` is exactly ``record_bytes`` of the record. That holds because canonical
+    JSON of an object is its canonical ``"key":value`` pairs in a fixed key order, so a
+    top-level value is one contiguous piece that can be replaced by another value's
+    canonical text; a 64-digit hex string and a non-negative integer below 2^53 encode
+    as themselves.
+    """
+
+    before_prev: bytes
+    before_seq: bytes
+    after_seq: bytes
+    columns: tuple[str, str, str | None, str | None, str | None, str | None]
+    time: datetime
+
+
+def prepare(body: dict[str, Any], time: datetime) -> PreparedBody:
+    """Encode a body (an entry's ``body(time)``) once, leaving holes for its place.
+
+    The holes are found from the end, as ``ChainChecker`` does: after the top-level
+    ``prev_hash`` only strings, a list of strings and integers follow, so the last
+    ``,"prev_hash":"`` and ``,"seq":`` are the top-level keys (a quote inside a string is
+    always escaped)."""
+    raw = record_bytes({**body, "seq": 0, "prev_hash": GENESIS_HASH})
+    i = raw.rfind(_PREV) + _PL
+    j = raw.rfind(_SEQ) + _SL
+    if i < _PL or j < _SL or j < i or raw[i : i + 64] != _GENESIS_RAW or raw[j : j + 1] != b"0":
+        raise AssertionError("a record's canonical bytes lack their prev_hash or seq")
+    return PreparedBody(raw[:i], raw[i + 64 : j], raw[j + 1 :], _columns(body), time)
+
+
+def prepare_entry(entry: AuditEntry, time: datetime) -> PreparedBody:
+    """``prepare(entry.body(time), time)`` without building the body: the same checks,
+    then the canonical text written directly in RFC 8785 key order (all keys ASCII, so
+    UTF-16 order is code point order). ``details`` is canonical JSON on its own (an
+    object's encoding does not depend on where it sits); a value this path does not
+    cover takes ``prepare``. The property test compares both with ``rfc8785``."""
+    entry.check()
+    a = entry.actor
+    rid = entry.request_id if entry.request_id is not None else current_request_id.get()
+    details = entry.details
+    if (rid is not None and type(rid) is not str) or type(details) is not dict:
+        return prepare(entry.body(time), time)
+    if not details:
+        details_text = "{}"
+    elif _plain(details):
+        details_text = json.dumps(
+            details, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    else:
+        return prepare(entry.body(time), time)
+    q = _quote
+    try:
+        before_prev = (
+            f'{{"action":{q(entry.action)},"actor":{{"act":[{",".join(map(q, a.act))}],'
+            f'"agent":{_opt(a.agent)},"model_digest":{_opt(a.model_digest)},'
+            f'"operator":{_opt(a.operator)},"principal":{q(a.principal)},'
+            f'"session":{_opt(a.session)},"user":{_opt(a.user)}}},'
+            f'"details":{details_text},"event_type":{q(entry.event_type)},'
+            f'"jti":{_opt(entry.jti)},"outcome":{q(entry.outcome)},'
+            f'"policy_version":{_opt(entry.policy_version)},"prev_hash":"'
+        ).encode()
+        before_seq = (
+            f'","reasons":[{",".join(map(q, entry.reasons))}],"request_id":{_opt(rid)},'
+            f'"resource":{q(entry.resource)},"seq":'
+        ).encode()
+        after_seq = f',"time":{q(iso(time))},"v":{RECORD_VERSION}}}'.encode()
+    except UnicodeEncodeError as exc:  # lone surrogates; check() refuses them already
+        raise InvalidInput("audit record holds an invalid string") from exc
+    columns = (entry.event_type, entry.outcome, a.principal, a.agent, a.session, a.user)
+    return PreparedBody(before_prev, before_seq, after_seq, columns, time)
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _columns(
+    record: dict[str, Any],
+) -> tuple[str, str, str | None, str | None, str | None, str | None]:
+    actor = record.get("actor") or {}
+    return (
+        record["event_type"],
+        record["outcome"],
+        actor.get("principal"),
+        actor.get("agent"),
+        actor.get("session"),
+        actor.get("user"),
+    )
+
+
+def link(head: ChainHead, bodies: Sequence[dict[str, Any] | PreparedBody]) -> list[LinkedRecord]:
+    """Give each body (an entry's ``body()``, or one ``prepare``d from it) the next ``seq``
+    and chain it after ``head``."""
     out: list[LinkedRecord] = []
     prev, seq = head.hash, head.size
     prev_raw = bytes.fromhex(prev)
+    prev_hex = prev.encode()
+    sha = hashlib.sha256
     for body in bodies:
         seq += 1
-        record = {**body, "seq": seq, "prev_hash": prev}
-        raw = record_bytes(record)
-        digest = hashlib.sha256(prev_raw + raw).digest()
-        prev, prev_raw = digest.hex(), digest
-        out.append(LinkedRecord(seq, raw, prev, record))
+        if type(body) is PreparedBody:
+            raw = b"".join(
+                (body.before_prev, prev_hex, body.before_seq, b"%d" % seq, body.after_seq)
+            )
+            columns, when = body.columns, body.time
+        else:
+            record = {**body, "seq": seq, "prev_hash": prev}  # type: ignore[dict-item]
+            raw = record_bytes(record)
+            columns, when = _columns(record), parse_time(record)
+        digest = sha(prev_raw + raw).digest()
+        prev_raw = digest
+        prev = digest.hex()
+        prev_hex = prev.encode()
+        out.append(LinkedRecord(seq, raw, prev, columns, when))
     return out
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from tessera.audit.chain import ChainHead
+from tessera.audit.chain import ChainHead, PreparedBody
 from tessera.audit.checkpoint import Checkpoint
+from tessera.audit.segments import Segment
 from tessera.errors import InvalidInput
 
 MAX_PAGE = 1000
@@ -52,7 +53,9 @@ class ChainBatch:
 
 
 class AuditLedgerStore(Protocol):
-    def chain(self, bodies: Sequence[dict[str, Any]], *, outbox_limit: int) -> ChainBatch:
+    def chain(
+        self, bodies: Sequence[dict[str, Any] | PreparedBody], *, outbox_limit: int
+    ) -> ChainBatch:
         """In one durable transaction under the chain lock: move up to ``outbox_limit``
         outbox rows into the ledger, then append ``bodies``."""
 
@@ -70,3 +73,15 @@ class AuditLedgerStore(Protocol):
 
     def query(self, q: AuditQuery) -> list[dict[str, Any]]:
         """Matching records (each with its ``hash``)."""
+
+    def segments(self) -> list[Segment]:
+        """Every segment after the first, oldest first."""
+
+    def first_seq(self) -> int | None:
+        """The oldest record the live ledger holds (None when empty)."""
+
+    def start_segment(self, segment: Segment, marker: dict[str, Any]) -> ChainBatch:
+        """Record the next segment and chain ``marker`` in one transaction."""
+
+    def purge(self, before_seq: int, marker: dict[str, Any]) -> tuple[int, ChainBatch]:
+        """Remove live records below a segment boundary and chain ``marker``."""

@@ -105,19 +105,7 @@ class AuditEntry:
 
     def body(self, time: datetime) -> dict[str, Any]:
         """The record without ``seq``, ``prev_hash`` and ``hash`` (validated)."""
-        if not _EVENT_TYPE.fullmatch(self.event_type):
-            raise InvalidInput("audit event_type must be a dotted lower-case name")
-        for name in ("action", "resource", "outcome"):
-            _short(getattr(self, name), name)
-        for value in (self.policy_version, self.request_id, self.jti):
-            if value is not None:
-                _short(value, "audit field")
-        for reason in self.reasons:
-            _short(reason, "reason")
-        self.actor.check()
-        # Everything that could make the record impossible to encode is refused here, in
-        # the caller, so one bad entry can never fail a whole group or block the chainer.
-        _check_details(self.details, 0)
+        self.check()
         return {
             "v": RECORD_VERSION,
             "time": iso(time),
@@ -134,6 +122,57 @@ class AuditEntry:
             "jti": self.jti,
             "details": dict(self.details),
         }
+
+    def check(self) -> None:
+        """Refuse what a record may not hold or could not encode (``InvalidInput``)."""
+        if self._plainly_valid():
+            _check_details(self.details, 0)
+            return
+        self._check_each()  # raises the precise error
+
+    def _plainly_valid(self) -> bool:
+        """The common case in one pass: every field an exact ``str`` within bounds, and one
+        UTF-8 encoding of them all (a lone surrogate anywhere fails it; joining strings
+        never pairs surrogates). False sends the entry through ``_check_each``."""
+        a = self.actor
+        if len(a.act) > MAX_ACT or _EVENT_TYPE.fullmatch(self.event_type) is None:
+            return False
+        fields = [self.action, self.resource, self.outcome, a.principal, *self.reasons, *a.act]
+        for value in (
+            self.policy_version,
+            self.request_id,
+            self.jti,
+            a.operator,
+            a.agent,
+            a.model_digest,
+            a.session,
+            a.user,
+        ):
+            if value is not None:
+                fields.append(value)
+        for value in fields:
+            if type(value) is not str or len(value) > MAX_FIELD:
+                return False
+        try:
+            "".join(fields).encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def _check_each(self) -> None:
+        if not _EVENT_TYPE.fullmatch(self.event_type):
+            raise InvalidInput("audit event_type must be a dotted lower-case name")
+        for name in ("action", "resource", "outcome"):
+            _short(getattr(self, name), name)
+        for value in (self.policy_version, self.request_id, self.jti):
+            if value is not None:
+                _short(value, "audit field")
+        for reason in self.reasons:
+            _short(reason, "reason")
+        self.actor.check()
+        # Everything that could make the record impossible to encode is refused here, in
+        # the caller, so one bad entry can never fail a whole group or block the chainer.
+        _check_details(self.details, 0)
 
 
 # Event payloads may carry the acting identity's layers under this key (see entry_from_event).

@@ -26,6 +26,9 @@ class VerifyReport:
     checkpoints_checked: int = 0
     largest_checkpoint: int = 0
     pending: int = 0  # outbox entries not chained yet (not covered by this report)
+    first_seq: int = 1  # the oldest record checked (after a purge, the live ledger's first)
+    archived_records: int = 0  # records checked in archive files (``--archive``)
+    segments: int = 1  # segments the ledger has (1 + rows of audit_segments)
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
 
@@ -46,6 +49,9 @@ class VerifyReport:
             "checkpoints_checked": self.checkpoints_checked,
             "largest_checkpoint": self.largest_checkpoint,
             "pending": self.pending,
+            "first_seq": self.first_seq,
+            "archived_records": self.archived_records,
+            "segments": self.segments,
             "first_bad_seq": self.first_bad_seq,
             "problems": [p.to_dict() for p in self.problems],
             "seconds": round(self.seconds, 3),
@@ -59,11 +65,17 @@ def verify_ledger(
     *,
     now: float,
     start: ChainHead | None = None,
+    end: int | None = None,
+    links: Sequence[tuple[int, str, str]] = (),
 ) -> VerifyReport:
     """Check the chain and every checkpoint ``(source, jws)`` against it.
 
     A checkpoint must verify under ``keys``, must not cover more records than the ledger
-    holds, and its head hash must equal the chain's hash at its tree size.
+    holds, and its head hash must equal the chain's hash at its tree size. The chain may
+    begin after ``start`` (a segment's link) and, for an archive, end at ``end``:
+    checkpoints outside ``start.size .. end`` belong to other segments and are left to
+    their checks. ``links`` are ``(size, hash, what)``: the chain's hash at ``size`` must
+    be ``hash`` (a segment's recorded ``prev_hash``).
     """
     t0 = time.perf_counter()
     report = VerifyReport()
@@ -75,9 +87,16 @@ def verify_ledger(
             report.problems.append(
                 Problem("checkpoint_invalid", f"checkpoint {source}: {exc.detail or exc.message}")
             )
+    origin = start or ChainHead(0, GENESIS_HASH)
+    valid = [
+        (source, cp)
+        for source, cp in valid
+        if cp.tree_size >= origin.size and (end is None or cp.tree_size <= end)
+    ]
     checker = ChainChecker(
-        start=start or ChainHead(0, GENESIS_HASH),
-        wanted=frozenset(cp.tree_size for _, cp in valid),
+        start=origin,
+        wanted=frozenset(cp.tree_size for _, cp in valid)
+        | frozenset(size for size, _, _ in links if size >= origin.size),
     )
     for batch in batches:
         if not checker.feed(batch):
@@ -113,5 +132,20 @@ def verify_ledger(
             )
         else:
             last_good = max(last_good, cp.tree_size)
+    for size, expected, what in links:
+        if size < origin.size or size > checker.size:
+            continue  # not in this part of the chain
+        if broken_at is not None and size >= broken_at:
+            continue
+        if checker.hash_at.get(size) != expected:
+            report.problems.append(
+                Problem(
+                    "segment_link_broken",
+                    f"{what} links to {expected[:16]}..., but record {size} hashes to "
+                    f"{str(checker.hash_at.get(size))[:16]}...",
+                    size + 1,
+                )
+            )
+    report.first_seq = origin.size + 1
     report.seconds = time.perf_counter() - t0
     return report

@@ -70,6 +70,14 @@ def verify(
         Path | None,
         typer.Option("--file", help="Verify a JSONL export instead of the database."),
     ] = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--archive",
+            help="Directory of archived segments (`tessera audit archive`); verifies them "
+            "and their links to the live ledger too. Repeatable.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the hash chain and every signed checkpoint; exit 1 on any problem."""
@@ -78,7 +86,7 @@ def verify(
         pinned = json.loads(jwks.read_text()) if jwks is not None else None
         dirs = [checkpoints] if checkpoints is not None else None
         if file is None:
-            report = t.audit.verify(checkpoint_dirs=dirs, jwks=pinned)
+            report = t.audit.verify(checkpoint_dirs=dirs, jwks=pinned, archive_dirs=archive)
         else:
             with file.open(encoding="utf-8") as lines:
                 report = t.audit.verify(checkpoint_dirs=dirs, jwks=pinned, export_lines=lines)
@@ -95,6 +103,10 @@ def verify(
                     f"{report.checkpoints_checked} (largest {report.largest_checkpoint})",
                 ),
                 ("pending", report.pending),
+                ("segments", report.segments),
+                ("first record", report.first_seq),
+                ("archived records checked", report.archived_records),
+                ("first bad record", report.first_bad_seq),
                 ("seconds", f"{report.seconds:.3f}"),
                 ("result", "OK" if report.ok else f"{len(report.problems)} problem(s)"),
             ]
@@ -245,3 +257,56 @@ def checkpoint(as_json: JsonOpt = False) -> None:
         console.print("the current head is already checkpointed", markup=False)
     else:
         kv([("tree size", cp.tree_size), ("head hash", cp.head_hash), ("kid", cp.kid)])
+
+
+@audit_app.command("archive")
+def archive(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for the segment's archive.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive the current segment (records + checkpoints) and start a new, linked one.
+
+    Nothing leaves the live ledger; see `tessera audit purge`."""
+    t = _ready()
+    with cli_errors():
+        manifest = t.audit.archive(output)
+    out = manifest.to_dict()
+    if as_json:
+        emit_json(out)
+    else:
+        kv(
+            [
+                ("archived segment", manifest.segment),
+                ("records", f"{manifest.first_seq}..{manifest.last_seq}"),
+                ("head hash", manifest.head_hash),
+                ("file", str(output / manifest.records_file)),
+                ("sha256", manifest.sha256),
+                ("new segment starts at", manifest.last_seq + 1),
+            ]
+        )
+
+
+@audit_app.command("purge")
+def purge(
+    archive: Annotated[
+        list[Path],
+        typer.Option("--archive", help="Directory of the archived segments. Repeatable."),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove archived segments' records from the live ledger (database owner only).
+
+    Runs only when the archives and the live ledger verify together; the removal is
+    itself recorded in the ledger."""
+    if not yes and not typer.confirm("Remove the archived records from the live ledger?"):
+        raise typer.Exit(1)
+    t = _ready()
+    with cli_errors():
+        removed = t.audit.purge(archive)
+    if as_json:
+        emit_json({"removed": removed})
+    else:
+        console.print(f"removed {removed} archived records from the live ledger", markup=False)

@@ -174,8 +174,10 @@ def replay_once(store: Any) -> Callable[[str, datetime], bool]:
     """DPoP proof ``jti``s through the shared replay cache (decisions.md 14, kind ``dpop``)."""
 
     def use(key: str, expires: datetime) -> bool:
+        # One driver-level INSERT ... ON CONFLICT DO NOTHING (no savepoint, no Core
+        # statement to build): the same row, and the same answer, as ``use_once``.
         with store.write() as tx:
-            return bool(tx.replay.use_once("dpop", key, expires))
+            return bool(tx.replay.use_all([("dpop", key, expires)]))
 
     return use
 

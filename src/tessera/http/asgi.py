@@ -100,12 +100,13 @@ def create_app(tessera: Tessera) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(rebac.router)
     __import__("tessera.http.directory").http.directory.install(app)  # PDP directory (#5)
+    # AuthZEN PDP: routes and the shortcut to them, inside every middleware added below
+    __import__("tessera.http.authzen").http.authzen.install(app, tessera)
     from tessera.http import audit  # audit API, request ids in records, chainer lifecycle
 
     audit.install(app, tessera)
     __import__("tessera.http.posture").http.posture.install(app, tessera)  # posture, reviews
     oauth.install(app)
-    __import__("tessera.http.authzen").http.authzen.install(app)  # AuthZEN PDP routes
     if tessera.behaviour is not None:  # flush learned baselines, findings, events at exit
         app.router.on_shutdown.append(tessera.behaviour.close)
     __import__("tessera.http.console").http.console.install(app)  # approver console (#8)
@@ -119,8 +120,8 @@ def create_app(tessera: Tessera) -> FastAPI:
     __import__("tessera.http.signals").http.signals.install(app, tessera)  # tailer, SSF
 
     @app.get("/healthz", response_model=Health, tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (on the event loop: no worker thread)."""
         return {"status": "ok"}
 
     @app.get(

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tessera.audit.record import current_request_id
 from tessera.gateway.config import Upstream
 from tessera.gateway.resource import Unauthorized
 from tessera.gateway.service import Admission, McpGateway
@@ -39,7 +40,7 @@ from tessera.gateway.transport import (
     dumps,
     rpc_error,
 )
-from tessera.http.gateway_calls import _enforce, _failed, _rpc
+from tessera.http.gateway_calls import _enforce, _failed, _off_loop, _rpc
 from tessera.http.gateway_upstream import _delete, _forward, _get
 
 log = logging.getLogger("tessera.gateway")
@@ -113,7 +114,7 @@ async def mcp_endpoint(request: Request) -> Response:
     if request.method == "POST":
         return await _post(gw, up, request, headers)
     try:
-        adm = await run_in_threadpool(gw.admit, request.method, server, headers, None, None)
+        adm = await _off_loop(gw, gw.admit, request.method, server, headers, None, None)
     except Unauthorized as err:
         return _unauthorized(gw, server, err)
     except Exception as exc:
@@ -163,7 +164,8 @@ async def _post(
     rpc_method = msg.get("method") if isinstance(msg, dict) else None
     params = msg.get("params") if isinstance(msg, dict) else None
     try:
-        adm = await run_in_threadpool(
+        adm = await _off_loop(
+            gw,
             gw.admit,
             "POST",
             server,
@@ -219,7 +221,78 @@ async def _post(
 # -- GET and DELETE --------------------------------------------------------------------
 
 
+class GatewayFastPath:
+    """ASGI: ``/mcp/<server>`` and its metadata answered here, without walking the
+    application's route table (about a hundred routes) and the exception middleware per
+    call. It sits inside the request-id, rate-limit and body-limit middleware, so those
+    still apply. The routes stay registered (same matching, ``405`` for other methods,
+    trailing-slash redirects); this only takes the exact matches first. An exception a
+    handler raises gets the application's handler for its type, as through the router."""
+
+    def __init__(self, app: ASGIApp, gw: McpGateway) -> None:
+        self.app = app
+        self.gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            endpoint: Any = None
+            if path.startswith("/mcp/") and scope["method"] in ("POST", "GET", "DELETE"):
+                endpoint = mcp_endpoint
+                server = path[5:]
+            elif path.startswith(_WELL_KNOWN) and scope["method"] == "GET":
+                endpoint = metadata
+                server = path[len(_WELL_KNOWN) :]
+            if endpoint is not None and server and "/" not in server:
+                scope["path_params"] = {"server": server}
+                await self._serve(endpoint, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, endpoint: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        rid = scope.get("state", {}).get("request_id")
+        token = current_request_id.set(rid if isinstance(rid, str) else None)
+        post = scope["method"] == "POST"
+        gw: Any = self.gw
+        if post:  # POSTs in flight, until their answer (JSON or SSE) is sent: see _off_loop
+            gw._posts = getattr(gw, "_posts", 0) + 1
+        try:
+            try:
+                response = await endpoint(request)
+            except Exception as exc:
+                handler = _handler_for(scope.get("app"), exc)
+                if handler is None:
+                    raise
+                response = await handler(request, exc)
+            await response(scope, receive, send)
+        finally:
+            if post:
+                gw._posts -= 1
+            current_request_id.reset(token)
+
+
+_WELL_KNOWN: Final = "/.well-known/oauth-protected-resource/mcp/"
+
+
+def _handler_for(app: Any, exc: Exception) -> Any:
+    """The application's exception handler for ``exc`` (as ``ExceptionMiddleware`` finds
+    it), but not the catch-all for ``Exception``: that one stays with the outer
+    ``ServerErrorMiddleware``."""
+    handlers = getattr(app, "exception_handlers", None) or {}
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
 def install(app: Any, gw: McpGateway) -> None:
+    app.add_middleware(GatewayFastPath, gw=gw)
     app.add_route(
         "/.well-known/oauth-protected-resource/mcp/{server}",
         metadata,
@@ -234,6 +307,9 @@ def install(app: Any, gw: McpGateway) -> None:
         client = getattr(gw, "_http", None)
         if client is not None:
             await client.aclose()
+        pool = getattr(gw, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     app.router.on_shutdown.append(close_upstreams)
 

@@ -5,10 +5,13 @@ the approval wait (DESIGN flow B; COORDINATION approvals contract). Used by
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 import time
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,6 +25,31 @@ from tessera.gateway.transport import DENIED, INTERNAL_ERROR, dumps, rpc_error
 
 log = logging.getLogger("tessera.gateway")
 _JSON: Final = "application/json"
+_T = TypeVar("_T")
+ADMIT_THREADS: Final = max(4, min(32, (os.cpu_count() or 1) * 4))
+
+
+def _executor(gw: McpGateway) -> ThreadPoolExecutor:
+    pool: ThreadPoolExecutor | None = getattr(gw, "_pool", None)
+    if pool is None:
+        pool = ThreadPoolExecutor(ADMIT_THREADS, thread_name_prefix="tessera-gateway")
+        gw._pool = pool  # type: ignore[attr-defined]
+    return pool
+
+
+async def _off_loop(gw: McpGateway, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run the synchronous half (store, PDP) of a request.
+
+    When it is the only POST in flight it runs right here, on the loop: there is nothing
+    else for the loop to do meanwhile, and two thread wake-ups (there and back) cost more
+    than the work itself on a busy machine (decisions.md 68). With others in flight it
+    goes to the gateway's own threads, so a store lock wait never stalls the other
+    requests: a plain executor hop (the context travels, for the request id), cheaper than
+    anyio's worker threads and their shared capacity limiter."""
+    if getattr(gw, "_posts", 0) <= 1:
+        return fn(*args)
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_executor(gw), ctx.run, fn, *args)
 
 
 def _request_id(request: Request) -> str | None:

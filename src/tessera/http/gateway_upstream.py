@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
-import httpx
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -27,9 +26,11 @@ from tessera.gateway.transport import (
     sse_events,
 )
 from tessera.http.gateway_calls import _evidence, _failed, _rpc, _unrecorded
+from tessera.http.gateway_client import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("tessera.gateway")
 MAX_UPSTREAM_JSON: Final = 16 * 1024 * 1024
+CONNECT_TIMEOUT: Final = 5.0
 LIVENESS_EVERY: Final = 1.0
 _FORWARD: Final = frozenset({"accept", "content-type", "last-event-id", "mcp-protocol-version"})
 _JSON: Final = "application/json"
@@ -48,21 +49,16 @@ def _upstream_headers(
     return out
 
 
-def _client(gw: McpGateway) -> httpx.AsyncClient:
-    client: httpx.AsyncClient | None = getattr(gw, "_http", None)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+def _client(gw: McpGateway) -> UpstreamClient:
+    client: UpstreamClient | None = getattr(gw, "_http", None)
+    if client is None or client.closed:
+        client = UpstreamClient(connect_timeout=CONNECT_TIMEOUT)
         gw._http = client  # type: ignore[attr-defined]
     return client
 
 
 def _client_session_headers(
-    gw: McpGateway, server: str, adm: Admission, upstream: httpx.Response
+    gw: McpGateway, server: str, adm: Admission, upstream: UpstreamResponse
 ) -> dict[str, str]:
     out: dict[str, str] = {}
     sid = upstream.headers.get("mcp-session-id")
@@ -89,45 +85,53 @@ async def _forward(
     out = _upstream_headers(adm, headers, upstream_sid)
     out["content-type"] = _JSON
     try:
-        req = client.build_request("POST", up.url, content=raw, headers=out, timeout=up.timeout)
-        resp = await client.send(req, stream=True)
-    except httpx.HTTPError as exc:
-        log.warning("gateway: upstream %s unreachable: %s", up.name, type(exc).__name__)
+        # Only a request nothing was decided for (a list, a handshake) may be sent twice
+        # (the stale keep-alive race); never a decided call, a notification or a response.
+        safe = adm.verdict is None and msg_id is not None
+        resp = await client.request(
+            "POST", up.url, out, raw, read_timeout=up.timeout, retry_safe=safe
+        )
+    except UpstreamError as exc:
+        log.warning("gateway: upstream %s unreachable: %s", up.name, exc.kind)
         await _failed(gw, adm, request, "unreachable")
         if msg_id is None:
             return Response(b"", 502)
         return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server is unavailable"), 502)
     back = _client_session_headers(gw, up.name, adm, resp)
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-    if resp.status_code == 202 or (msg_id is None and resp.status_code < 300):
+    if resp.status == 202 or (msg_id is None and resp.status < 300):
         await resp.aclose()
-        return Response(b"", 202 if resp.status_code == 202 else resp.status_code, headers=back)
-    if ctype == _JSON and msg_id is not None and resp.status_code < 500:
+        return Response(b"", 202 if resp.status == 202 else resp.status, headers=back)
+    if ctype == _JSON and msg_id is not None and resp.status < 500:
         # One JSON-RPC message; an error answer may come with a 4xx status (it is the
         # upstream's answer to an allowed request, so it is relayed with its status).
+        body = b""
         try:
-            message = json.loads(await _read_limited(resp))
-        except (ValueError, UnicodeDecodeError, httpx.HTTPError):
+            body = await resp.read(MAX_UPSTREAM_JSON, up.timeout)
+            message = json.loads(body)
+        except (ValueError, UnicodeDecodeError, UpstreamError):
             message = None
         finally:
             await resp.aclose()
         if isinstance(message, dict) and message.get("id") == msg_id:
-            message = await _transform(gw, up, adm, rpc_method, msg_id, message, request)
+            changed = await _transform(gw, up, adm, rpc_method, msg_id, message, request)
             if not await _evidence(adm):
                 return _unrecorded(msg_id)
-            return Response(dumps(message), resp.status_code, headers=back, media_type=_JSON)
-        await _failed(gw, adm, request, f"bad_response_{resp.status_code}")
-        if resp.status_code == 404 and upstream_sid:
+            # Only a tools/list answer is rewritten; any other is relayed as it came.
+            answer = dumps(changed) if rpc_method == "tools/list" else body
+            return Response(answer, resp.status, headers=back, media_type=_JSON)
+        await _failed(gw, adm, request, f"bad_response_{resp.status}")
+        if resp.status == 404 and upstream_sid:
             return _rpc(rpc_error(msg_id, INVALID_REQUEST, "session expired"), 404)
         return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server failed"), 502)
-    if resp.status_code == 404 and upstream_sid:
+    if resp.status == 404 and upstream_sid:
         await resp.aclose()
         await _failed(gw, adm, request, "session_expired")
         return _rpc(rpc_error(msg_id, INVALID_REQUEST, "session expired"), 404)
-    if resp.status_code >= 300 or ctype != _SSE:
+    if resp.status >= 300 or ctype != _SSE:
         await resp.aclose()
-        log.warning("gateway: upstream %s answered %s", up.name, resp.status_code)
-        await _failed(gw, adm, request, f"http_{resp.status_code}")
+        log.warning("gateway: upstream %s answered %s", up.name, resp.status)
+        await _failed(gw, adm, request, f"http_{resp.status}")
         if msg_id is None:
             return Response(b"", 502)
         return _rpc(rpc_error(msg_id, UPSTREAM_ERROR, "the upstream server failed"), 502)
@@ -137,17 +141,6 @@ async def _forward(
         headers={**back, "cache-control": "no-cache"},
         media_type=_SSE,
     )
-
-
-async def _read_limited(resp: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_UPSTREAM_JSON:
-            raise ValueError("upstream response too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _transform(
@@ -185,7 +178,7 @@ async def _relay(
     gw: McpGateway,
     up: Upstream,
     adm: Admission,
-    resp: httpx.Response,
+    resp: UpstreamResponse,
     rpc_method: str | None,
     msg_id: Any,
     request: Request,
@@ -197,7 +190,7 @@ async def _relay(
         yield SseEvent().encode(dumps(rpc_error(msg_id, INTERNAL_ERROR, "unrecorded")).decode())
         return
     try:
-        async for event in sse_events(resp.aiter_raw()):
+        async for event in sse_events(resp.iter_body(up.timeout)):
             data = "\n".join(event.data)
             if msg_id is not None and not answered and data:
                 try:
@@ -214,8 +207,8 @@ async def _relay(
                     yield event.encode(dumps(message).decode())
                     continue
             yield event.encode()
-    except httpx.HTTPError as exc:
-        log.warning("gateway: upstream %s stream broke: %s", up.name, type(exc).__name__)
+    except UpstreamError as exc:
+        log.warning("gateway: upstream %s stream broke: %s", up.name, exc.kind)
     finally:
         await resp.aclose()
         if not answered and adm.verdict is not None:
@@ -235,27 +228,24 @@ async def _get(
     out = _upstream_headers(adm, headers, upstream_sid)
     out["accept"] = _SSE
     try:
-        req = client.build_request(
-            "GET", up.url, headers=out, timeout=httpx.Timeout(None, connect=5.0)
-        )
-        resp = await client.send(req, stream=True)
-    except httpx.HTTPError:
+        resp = await client.request("GET", up.url, out, read_timeout=up.timeout, retry_safe=True)
+    except UpstreamError:
         return Response(b"", 502)
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-    if resp.status_code != 200 or ctype != _SSE:
+    if resp.status != 200 or ctype != _SSE:
         await resp.aclose()
-        return Response(b"", resp.status_code if resp.status_code in (404, 405) else 502)
+        return Response(b"", resp.status if resp.status in (404, 405) else 502)
 
     async def stream() -> AsyncIterator[bytes]:
         checked = time.monotonic()
         try:
-            async for event in sse_events(resp.aiter_raw()):
+            async for event in sse_events(resp.iter_body(None)):
                 if time.monotonic() - checked >= LIVENESS_EVERY:
                     checked = time.monotonic()
                     if not await run_in_threadpool(gw.still_live, adm.auth):
                         return  # INVARIANT: a revoked session gets nothing more
                 yield event.encode()
-        except httpx.HTTPError:
+        except UpstreamError:
             return
         finally:
             await resp.aclose()
@@ -273,8 +263,9 @@ async def _delete(
         return Response(b"", 400)
     try:
         resp = await _client(gw).request(
-            "DELETE", up.url, headers=_upstream_headers(adm, {}, upstream_sid), timeout=up.timeout
+            "DELETE", up.url, _upstream_headers(adm, {}, upstream_sid), read_timeout=up.timeout
         )
-    except httpx.HTTPError:
+        await resp.read(MAX_UPSTREAM_JSON, up.timeout)
+    except UpstreamError:
         return Response(b"", 502)
-    return Response(b"", resp.status_code if resp.status_code in (200, 204, 404, 405) else 502)
+    return Response(b"", resp.status if resp.status in (200, 204, 404, 405) else 502)

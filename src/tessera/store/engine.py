@@ -8,6 +8,8 @@ skips a row that commits late).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,41 @@ from tessera.errors import Conflict, StoreUnavailable, TesseraError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 EVENT_LOCK_ID = 0x7E55E7A  # pg_advisory_xact_lock key for the event log
+WRITER_WAIT_S = 30.0  # as long as SQLite's busy_timeout: the same failure, not a new one
+
+_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writers_guard = threading.Lock()
+
+
+def sqlite_writer(engine: Engine) -> threading.Lock | None:
+    """The one lock every writer of this process takes before ``BEGIN IMMEDIATE`` on this
+    SQLite engine (None on PostgreSQL). SQLite has one writer at a time: threads queue on a
+    lock instead of polling in SQLite's busy handler, whose growing sleeps (1, 2, 5, 10 ms
+    ...) turn two colliding writers into a convoy. The store's transactions and the audit
+    ledger's group commits share it; other processes (the CLI) still wait through
+    busy_timeout."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with _writers_guard:
+        lock = _writers.get(engine)
+        if lock is None:
+            lock = _writers[engine] = threading.Lock()
+        return lock
+
+
+@contextmanager
+def writer_turn(lock: threading.Lock | None) -> Iterator[None]:
+    """Hold ``lock`` (from ``sqlite_writer``) for one write transaction. Waiting longer
+    than SQLite itself would is ``StoreUnavailable`` (503), as the busy handler's timeout is."""
+    if lock is None:
+        yield
+        return
+    if not lock.acquire(timeout=WRITER_WAIT_S):
+        raise StoreUnavailable(detail="timed out waiting for the SQLite write lock")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def make_engine(url: str, *, schema: str | None = None, pool_size: int = 20) -> Engine:

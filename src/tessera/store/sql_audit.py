@@ -11,21 +11,34 @@ runs with ``synchronous=FULL``: the WAL fsync covers the batch *and* every earli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tessera.audit.chain import GENESIS_HASH, ChainHead, LinkedRecord, extract, link
+from tessera.audit.chain import GENESIS_HASH, ChainHead, LinkedRecord, PreparedBody, link
 from tessera.audit.checkpoint import Checkpoint
 from tessera.audit.ports import AuditQuery, ChainBatch
 from tessera.audit.record import RECORD_VERSION, AuditEntry, entry_from_event
+from tessera.audit.segments import Segment
 from tessera.clock import Clock, SystemClock
-from tessera.errors import StoreUnavailable
+from tessera.errors import Conflict, StoreUnavailable, TesseraError
 from tessera.store import tables as t
-from tessera.store.engine import translate_db_errors
+from tessera.store.engine import sqlite_writer, translate_db_errors, writer_turn
 from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
 
 AUDIT_LOCK_ID = 0x7E55A0D  # pg_advisory_xact_lock key of the chainer
@@ -68,6 +81,31 @@ class SqlAuditOutbox:
 
 
 _HEAD = "SELECT seq, hash FROM audit_ledger ORDER BY seq DESC LIMIT 1"
+_PG_LOCK = f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_ID})"
+_T = TypeVar("_T")
+# audit_segments (migration 0012); kept here, next to the only code that uses it.
+_SEG = Table(
+    "audit_segments",
+    MetaData(),
+    Column("segment", BigInteger, primary_key=True, autoincrement=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("archive_name", Text, nullable=False),
+    Column("archive_sha256", String(64), nullable=False),
+    Column("archived_records", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _purge_refused() -> int:
+    """What ``tessera_audit_purge_ok()`` answers on the purge's connection afterwards."""
+    return 0
+
+
+def _sql(sqlite: bool, statement: str) -> str:
+    return statement if sqlite else pg_paramstyle(statement)
+
+
 _OUTBOX_INSERT_SQLITE = "INSERT INTO audit_outbox (created_at, body) VALUES (?, ?)"
 _OUTBOX_INSERT_PG = pg_paramstyle(_OUTBOX_INSERT_SQLITE)
 
@@ -83,19 +121,23 @@ _SCAN_PG = pg_paramstyle(_SCAN_SQLITE)
 
 
 def _row(rec: LinkedRecord, outbox_id: int | None, sqlite: bool) -> tuple[Any, ...]:
-    cols = extract(rec.record)
-    when: Any = datetime.fromisoformat(str(rec.record["time"]))
-    if sqlite:
-        when = sqlite_timestamp(when)
+    event_type, outcome, principal, agent, session, user = rec.columns
+    when: Any = rec.time
+    if sqlite:  # SQLAlchemy's DateTime storage form (fastsql.sqlite_timestamp), faster
+        when = (
+            when.replace(tzinfo=None).isoformat(" ", "microseconds")
+            if when.tzinfo is UTC
+            else sqlite_timestamp(when)
+        )
     return (
         rec.seq,
         when,
-        cols["event_type"],
-        cols["outcome"],
-        cols["principal"],
-        cols["agent"],
-        cols["session"],
-        cols["user"],
+        event_type,
+        outcome,
+        principal,
+        agent,
+        session,
+        user,
         outbox_id,
         rec.body,
         rec.hash,
@@ -123,9 +165,57 @@ class SqlAuditLedger:
         self.engine = engine
         self._clock = clock or SystemClock()
         self._sqlite = engine.dialect.name == "sqlite"
+        self._writer = sqlite_writer(engine)  # the store's own: one writer queue per process
 
-    def chain(self, bodies: Sequence[dict[str, Any]], *, outbox_limit: int) -> ChainBatch:
-        with translate_db_errors(), self.engine.connect() as raw:
+    def chain(
+        self, bodies: Sequence[dict[str, Any] | PreparedBody], *, outbox_limit: int
+    ) -> ChainBatch:
+        if outbox_limit == 0 and bodies:
+            return self._append_group(bodies)
+        return self._locked(lambda conn, _dbapi: self._chain(conn, bodies, outbox_limit))
+
+    def _append_group(self, bodies: Sequence[dict[str, Any] | PreparedBody]) -> ChainBatch:
+        """Group commit's hot path: the same transaction as ``_chain`` with no outbox rows,
+        on the pooled connection's driver directly (BEGIN, lock, head, one executemany,
+        COMMIT): SQLAlchemy's per-statement work would cost more than the records' own."""
+        sqlite = self._sqlite
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
+            dbapi: Any = raw.connection.driver_connection
+            cur = dbapi.cursor()
+            try:
+                if sqlite:
+                    cur.execute("PRAGMA synchronous=FULL")
+                    cur.execute("BEGIN IMMEDIATE")
+                else:
+                    cur.execute(_PG_LOCK)  # psycopg opens the transaction itself
+                row = cur.execute(_HEAD).fetchone()
+                head = ChainHead(0, GENESIS_HASH) if row is None else ChainHead(int(row[0]), row[1])
+                linked = link(head, bodies)
+                cur.executemany(
+                    _INSERT_SQLITE if sqlite else _INSERT_PG,
+                    [_row(rec, None, sqlite) for rec in linked],
+                )
+                if sqlite:
+                    cur.execute("COMMIT")
+                else:
+                    dbapi.commit()
+            except Exception as exc:
+                # Whatever failed, the connection's state is unknown: never reuse it.
+                raw.invalidate(exc)
+                if isinstance(exc, TesseraError):
+                    raise
+                raise _unavailable(exc) from exc
+            finally:
+                if not raw.invalidated:
+                    if sqlite:
+                        cur.execute("PRAGMA synchronous=NORMAL")
+                    cur.close()
+        last = linked[-1]
+        return ChainBatch([rec.seq for rec in linked], 0, ChainHead(last.seq, last.hash), False)
+
+    def _locked(self, work: Callable[[Connection, Any], _T]) -> _T:
+        """Run ``work`` in one durable write transaction under the chain lock."""
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             dbapi: Any = raw.connection.driver_connection
             if self._sqlite:
                 dbapi.execute("PRAGMA synchronous=FULL")
@@ -133,7 +223,9 @@ class SqlAuditLedger:
                 conn = raw.execution_options(tessera_write=True)
                 try:
                     with conn.begin():
-                        return self._chain(conn, bodies, outbox_limit)
+                        if not self._sqlite:
+                            conn.exec_driver_sql(_PG_LOCK)
+                        return work(conn, dbapi)
                 except (IntegrityError, DBAPIError) as exc:
                     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                         raise
@@ -142,11 +234,102 @@ class SqlAuditLedger:
                 if self._sqlite and not raw.invalidated:
                     dbapi.execute("PRAGMA synchronous=NORMAL")
 
+    # -- segments ----------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        """Every segment after the first, oldest first."""
+        c = _SEG.c
+        with translate_db_errors(), self.engine.connect() as conn:
+            rows = conn.execute(select(_SEG).order_by(c.segment)).fetchall()
+        return [
+            Segment(
+                int(r.segment),
+                int(r.first_seq),
+                str(r.prev_hash),
+                str(r.archive_name),
+                str(r.archive_sha256),
+                int(r.archived_records),
+                r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+            )
+            for r in rows
+        ]
+
+    def first_seq(self) -> int | None:
+        """The oldest record the live ledger still holds (None when empty)."""
+        with translate_db_errors(), self.engine.connect() as conn:
+            value = conn.exec_driver_sql("SELECT MIN(seq) FROM audit_ledger").scalar()
+        return None if value is None else int(value)
+
+    def start_segment(self, segment: Segment, marker: dict[str, Any]) -> ChainBatch:
+        """Record ``segment`` and chain ``marker`` (its evidence) in one transaction, under
+        the chain lock; refused unless it is the next segment and links to the ledger's
+        own hash at ``first_seq - 1``."""
+
+        def work(conn: Connection, _dbapi: Any) -> ChainBatch:
+            latest = conn.exec_driver_sql(
+                "SELECT segment, first_seq FROM audit_segments ORDER BY segment DESC LIMIT 1"
+            ).first()
+            number, first = (1, 1) if latest is None else (int(latest[0]), int(latest[1]))
+            if segment.number != number + 1 or segment.first_seq <= first:
+                raise Conflict(
+                    "another archive started a segment first", code="audit_segment_conflict"
+                )
+            row = conn.exec_driver_sql(
+                _sql(self._sqlite, "SELECT hash FROM audit_ledger WHERE seq = ?"),
+                (segment.first_seq - 1,),
+            ).first()
+            if row is None or str(row[0]) != segment.prev_hash:
+                raise Conflict(
+                    "the archived head is not the ledger's record", code="audit_segment_conflict"
+                )
+            conn.execute(
+                _SEG.insert().values(
+                    segment=segment.number,
+                    first_seq=segment.first_seq,
+                    prev_hash=segment.prev_hash,
+                    archive_name=segment.archive_name,
+                    archive_sha256=segment.archive_sha256,
+                    archived_records=segment.archived_records,
+                    created_at=segment.created_at,
+                )
+            )
+            return self._chain(conn, [marker], 0)
+
+        return self._locked(work)
+
+    def purge(self, before_seq: int, marker: dict[str, Any]) -> tuple[int, ChainBatch]:
+        """Delete the live rows below ``before_seq`` (a segment's first seq) and chain
+        ``marker`` saying so, in one transaction: the only DELETE the ledger's guard lets
+        through (see migration 0012). Returns how many rows left."""
+
+        def work(conn: Connection, dbapi: Any) -> tuple[int, ChainBatch]:
+            boundary = conn.exec_driver_sql(
+                _sql(self._sqlite, "SELECT 1 FROM audit_segments WHERE first_seq = ?"),
+                (before_seq,),
+            ).first()
+            if boundary is None:
+                raise Conflict(
+                    "records can only be purged up to a segment boundary",
+                    code="audit_segment_conflict",
+                )
+            delete = _sql(self._sqlite, "DELETE FROM audit_ledger WHERE seq < ?")
+            if self._sqlite:
+                dbapi.create_function("tessera_audit_purge_ok", 0, lambda: 1)
+                try:
+                    removed = conn.exec_driver_sql(delete, (before_seq,)).rowcount
+                finally:
+                    dbapi.create_function("tessera_audit_purge_ok", 0, _purge_refused)
+            else:
+                conn.exec_driver_sql("SET LOCAL tessera.audit_purge = 'on'")
+                removed = conn.exec_driver_sql(delete, (before_seq,)).rowcount
+                conn.exec_driver_sql("SET LOCAL tessera.audit_purge = 'off'")
+            return int(removed), self._chain(conn, [marker], 0)
+
+        return self._locked(work)
+
     def _chain(
-        self, conn: Connection, bodies: Sequence[dict[str, Any]], outbox_limit: int
+        self, conn: Connection, bodies: Sequence[dict[str, Any] | PreparedBody], outbox_limit: int
     ) -> ChainBatch:
-        if not self._sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
         head = self._head(conn)
         outbox: list[tuple[int, str]] = []
         if outbox_limit > 0:
@@ -160,7 +343,10 @@ class SqlAuditLedger:
             ]
         more = len(outbox) > outbox_limit
         outbox = outbox[:outbox_limit]
-        all_bodies = [_outbox_body(oid, body, self._clock) for oid, body in outbox] + list(bodies)
+        all_bodies: list[dict[str, Any] | PreparedBody] = [
+            _outbox_body(oid, body, self._clock) for oid, body in outbox
+        ]
+        all_bodies += bodies
         if not all_bodies:
             return ChainBatch([], 0, head, False)
         linked = link(head, all_bodies)
@@ -189,7 +375,7 @@ class SqlAuditLedger:
             return int(conn.execute(select(func.count()).select_from(t.audit_outbox)).scalar_one())
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        with translate_db_errors(), self.engine.connect() as raw:
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             conn = raw.execution_options(tessera_write=True)
             try:
                 with conn.begin():
@@ -216,7 +402,15 @@ class SqlAuditLedger:
         own cursor: verification runs at hashing speed, not at row-mapping speed."""
         sql = _SCAN_SQLITE if self._sqlite else _SCAN_PG
         with translate_db_errors(), self.engine.connect() as conn, conn.begin():
-            cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            dbapi: Any = conn.connection.dbapi_connection
+            # PostgreSQL: a server-side cursor streams (a client cursor would hold the whole
+            # ledger in memory) in binary format (bytea arrives as bytes, not hex text to
+            # decode: about 30% faster to verify).
+            cursor: Any = (
+                dbapi.cursor()
+                if self._sqlite
+                else dbapi.cursor(name="tessera_audit_scan", binary=True)
+            )
             try:
                 cursor.execute(sql, (after,))
                 while True:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -13,7 +12,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from tessera.clock import Clock, utc
 from tessera.signals.events import Event, encode_consistency_token
 from tessera.store import tables as t
-from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
+from tessera.store.engine import EVENT_LOCK_ID, sqlite_writer, translate_db_errors, writer_turn
 from tessera.store.fastsql import event_types_after, insert_event
 from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_directory import SqlDirectoryRepo
@@ -105,10 +104,8 @@ class SqlStore:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        # SQLite has one writer at a time. Threads of this process queue on a lock instead of
-        # polling in SQLite's busy handler (whose sleeps create convoys under load); other
-        # processes (the CLI) still wait through busy_timeout.
-        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite has one writer at a time: shared with the audit ledger (engine.sqlite_writer).
+        self._writer = sqlite_writer(engine)
         # The last event this node committed: the event tailer catches up to it before the
         # node's next read, so a node always sees its own writes (signals.tailer).
         self.last_written_seq = 0
@@ -121,7 +118,7 @@ class SqlStore:
     def write(self) -> Iterator[SqlTx]:
         """A write transaction. On success every change and its events commit together and
         ``tx.consistency_token`` names the last event; on any error nothing is written."""
-        with self._writer or nullcontext(), translate_db_errors(), self.engine.connect() as raw:
+        with writer_turn(self._writer), translate_db_errors(), self.engine.connect() as raw:
             conn = raw.execution_options(tessera_write=True)
             tx = SqlTx(conn, self.clock)
             with conn.begin():

@@ -1,14 +1,14 @@
 """The decision point's directory: attributes of subjects and resources (issue 5).
 
 Revision ID: 0013
-Revises: 0011 (auditperf adds 0012 in parallel; the merge re-chains this onto it)
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
