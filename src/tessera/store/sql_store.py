@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
 from tessera.clock import Clock, utc
+from tessera.errors import StoreUnavailable, TesseraError
 from tessera.signals.events import Event, encode_consistency_token
 from tessera.store import tables as t
 from tessera.store.engine import EVENT_LOCK_ID, translate_db_errors
-from tessera.store.fastsql import event_types_after, insert_event
+from tessera.store.fastsql import event_types_after, insert_event, take_budgets_each
 from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_directory import SqlDirectoryRepo
 from tessera.store.sql_identity import (
@@ -129,6 +130,24 @@ class SqlStore:
             if tx.events.last_seq is not None:
                 tx.consistency_token = encode_consistency_token(tx.events.last_seq)
                 self.last_written_seq = max(self.last_written_seq, tx.events.last_seq)
+
+    def take_budgets(self, asks: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """The conditional decrement of each ``(sid, name, amount)`` in order, in one write
+        transaction through the raw driver (the PDP's grouped budget writes,
+        ``pdp.budgets``); each ask has its own answer. On any error nothing is spent and
+        the error is raised (``StoreUnavailable`` for a driver error)."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self._writer or nullcontext(), translate_db_errors():
+            raw = self.engine.raw_connection()
+            try:
+                return take_budgets_each(raw.driver_connection, sqlite, asks)
+            except Exception as exc:
+                if not isinstance(exc, TesseraError):
+                    raw.invalidate()  # a driver error: the connection's state is unknown
+                    raise StoreUnavailable(detail=str(exc)[:500]) from exc
+                raise
+            finally:
+                raw.close()
 
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
