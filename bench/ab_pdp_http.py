@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -35,7 +36,9 @@ def _cpu(pid: int) -> float:
 
 
 def _serve(fx: PdpFixture, tree: Path) -> subprocess.Popen[bytes]:
-    env = {**fx.env, "PYTHONPATH": str(tree / "src")}
+    extra = os.environ.get("AB_PYTHONPATH_EXTRA")  # e.g. a sitecustomize that profiles
+    path = f"{extra}:{tree / 'src'}" if extra else str(tree / "src")
+    env = {**fx.env, "PYTHONPATH": path}
     proc = subprocess.Popen(
         [TESSERA, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -54,6 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--batches", type=int, default=60)
+    ap.add_argument("--only", choices=("e", "b"), help="single evaluations or batches only")
     args = ap.parse_args()
     trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.trees]
     with socket.socket() as s:
@@ -80,6 +84,8 @@ def main() -> None:
                         ("e", singles, 1),
                         ("b", [batch] * args.batches, DOCUMENTS),
                     ):
+                        if args.only and key != args.only:
+                            continue
                         c0 = _cpu(proc.pid)
                         lat, rate, errors = asyncio.run(
                             _fire(
@@ -101,12 +107,17 @@ def main() -> None:
                             )
                         )
                 finally:
+                    if os.environ.get("AB_PYTHONPATH_EXTRA"):
+                        os.kill(proc.pid, signal.SIGUSR1)  # the profiling hook's dump
+                        time.sleep(3)
                     proc.terminate()
                     proc.wait(timeout=20)
     print(f"load average {os.getloadavg()}")
     for key, what in (("e", "single evaluation"), ("b", "batch of 100")):
         for label, _ in trees:
             runs = results[label][key]
+            if not runs:
+                continue
             rates = ", ".join(f"{r[0]:,.0f}" for r in runs)
             cpus = ", ".join(f"{r[3]:,.0f}" for r in runs)
             print(

@@ -176,6 +176,9 @@ def take_budgets_each(dbapi: Any, sqlite: bool, asks: Sequence[tuple[str, str, i
     transaction back (nothing spent) and is raised."""
     out: list[bool] = []
     if sqlite:  # isolation_level is None (engine.py): the transaction is ours to open
+        if len(asks) == 1:  # one statement outside BEGIN is its own (atomic) transaction
+            sid, name, amount = asks[0]
+            return [dbapi.execute(_TAKE, (amount, sid, name, amount)).rowcount == 1]
         dbapi.execute("BEGIN IMMEDIATE")
         try:
             for sid, name, amount in asks:
