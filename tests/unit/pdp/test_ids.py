@@ -32,4 +32,5 @@ def test_a_forked_child_draws_its_own_key() -> None:
     child = os.read(read, 64)
     os.close(read)
     os.close(write)
-    assert child != before and ids._State.key == before
+    assert child != before
+    assert ids._State.key == before
