@@ -98,7 +98,7 @@ class Tessera:
             self.behaviour.close()
         self.signals.stop()
         self.tailer.stop()
-        self.store.engine.dispose()
+        self.store.close()  # pdphttp2: also gives back the budget writes' connection
 
 
 def build(

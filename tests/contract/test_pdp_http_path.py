@@ -122,6 +122,27 @@ def test_grouped_budgets_never_overspend_under_concurrency(pdp: Pdp) -> None:  #
     assert pdp.t.sessions.get_session(sid2)[1]["tool_calls"] == left
 
 
+def test_grouped_budget_write_is_one_driver_transaction(pdp: Pdp) -> None:  # noqa: F811
+    """``SqlStore.take_budgets`` (the grouped write through the raw driver): each ask its
+    own answer in order; a driver error anywhere rolls back the whole group."""
+    pdp.session()
+    sid = pdp.t.sessions.list_sessions(agent="planner")[0].sid
+    left = pdp.t.sessions.get_session(sid)[1]["tool_calls"]
+    store = pdp.t.store
+    asks = [(sid, "tool_calls", 1), (sid, "tool_calls", left), (sid, "missing", 1)]
+    asks += [(sid, "tool_calls", left - 1), ("ses_nope", "tool_calls", 1)]
+    assert store.take_budgets(asks) == [True, False, False, True, False]
+    assert pdp.t.sessions.get_session(sid)[1]["tool_calls"] == 0
+    pdp.session()
+    sid2 = next(s.sid for s in pdp.t.sessions.list_sessions(agent="planner") if s.sid != sid)
+    left2 = pdp.t.sessions.get_session(sid2)[1]["tool_calls"]
+    with pytest.raises(StoreUnavailable):  # the second ask cannot be bound by the driver
+        store.take_budgets([(sid2, "tool_calls", 1), (sid2, "tool_calls", object())])  # type: ignore[list-item]
+    assert pdp.t.sessions.get_session(sid2)[1]["tool_calls"] == left2  # nothing spent
+    assert store.take_budgets([(sid2, "tool_calls", 1)]) == [True]  # the store still works
+    assert pdp.t.sessions.get_session(sid2)[1]["tool_calls"] == left2 - 1
+
+
 class _BrokenStore:
     @contextmanager
     def write(self) -> Iterator[Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -24,6 +23,7 @@ from tessera.pdp.agents import (
 )
 from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
+from tessera.pdp.ids import unique_hex
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
 from tessera.pdp.pinned import model_mismatch
 from tessera.pdp.ports import (
@@ -225,7 +225,8 @@ class DecisionPoint:
         batch: _Batch,
         consume: bool,
     ) -> Decision:
-        decision_id = "dec_" + secrets.token_hex(10)
+        # pdphttp2: a keyed-hash id, no GIL-releasing urandom per decision (pdp/ids.py)
+        decision_id = "dec_" + unique_hex(10)
         if active is None:
             r = StageResult("policy", "error", (Reason("policy", "no_policy", "no active bundle"),))
             return Decision("deny", r.reasons, decision_id, None, (r,))

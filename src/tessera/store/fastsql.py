@@ -159,3 +159,43 @@ def give_budget(conn: Connection, sid: str, name: str, amount: int) -> None:
         ),
         (amount, sid, name, amount),
     )
+
+
+_TAKE = (
+    "UPDATE session_budgets SET remaining = remaining - ? "
+    "WHERE sid = ? AND name = ? AND remaining >= ?"
+)
+_TAKE_PG = pg_paramstyle(_TAKE)
+
+
+def take_budgets_each(dbapi: Any, sqlite: bool, asks: Sequence[tuple[str, str, int]]) -> list[bool]:
+    """One transaction on a raw DBAPI connection (no SQLAlchemy statement layer: ~20 µs
+    per transaction instead of ~75 µs): the conditional decrement of ``take_budget`` for
+    each ``(sid, name, amount)`` in order, each with its own answer (a short counter is an
+    update that changes nothing, so the others are unaffected). Any error rolls the whole
+    transaction back (nothing spent) and is raised."""
+    out: list[bool] = []
+    if sqlite:  # isolation_level is None (engine.py): the transaction is ours to open
+        if len(asks) == 1:  # one statement outside BEGIN is its own (atomic) transaction
+            sid, name, amount = asks[0]
+            return [dbapi.execute(_TAKE, (amount, sid, name, amount)).rowcount == 1]
+        dbapi.execute("BEGIN IMMEDIATE")
+        try:
+            for sid, name, amount in asks:
+                out.append(dbapi.execute(_TAKE, (amount, sid, name, amount)).rowcount == 1)
+            dbapi.execute("COMMIT")
+        except BaseException:
+            if dbapi.in_transaction:
+                dbapi.execute("ROLLBACK")
+            raise
+        return out
+    try:  # psycopg opens the transaction at the first statement
+        with dbapi.cursor() as cur:
+            for sid, name, amount in asks:
+                cur.execute(_TAKE_PG, (amount, sid, name, amount))
+                out.append(cur.rowcount == 1)
+        dbapi.commit()
+    except BaseException:
+        dbapi.rollback()
+        raise
+    return out

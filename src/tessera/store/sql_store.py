@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
 from tessera.clock import Clock, utc
+from tessera.errors import StoreUnavailable, TesseraError
 from tessera.signals.events import Event, encode_consistency_token
 from tessera.store import tables as t
 from tessera.store.engine import EVENT_LOCK_ID, sqlite_writer, translate_db_errors, writer_turn
-from tessera.store.fastsql import event_types_after, insert_event
+from tessera.store.fastsql import event_types_after, insert_event, take_budgets_each
 from tessera.store.sql_audit import SqlAuditOutbox
 from tessera.store.sql_directory import SqlDirectoryRepo
 from tessera.store.sql_identity import (
@@ -109,6 +111,8 @@ class SqlStore:
         # The last event this node committed: the event tailer catches up to it before the
         # node's next read, so a node always sees its own writes (signals.tailer).
         self.last_written_seq = 0
+        self._budget_lock = threading.Lock()
+        self._budget_conn: Any = None  # take_budgets' connection (a pool checkout, kept)
 
     @property
     def backend(self) -> str:
@@ -126,6 +130,39 @@ class SqlStore:
             if tx.events.last_seq is not None:
                 tx.consistency_token = encode_consistency_token(tx.events.last_seq)
                 self.last_written_seq = max(self.last_written_seq, tx.events.last_seq)
+
+    def take_budgets(self, asks: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """The conditional decrement of each ``(sid, name, amount)`` in order, in one write
+        transaction through the raw driver (the PDP's grouped budget writes,
+        ``pdp.budgets``); each ask has its own answer. On any error nothing is spent and
+        the error is raised (``StoreUnavailable`` for a driver error).
+
+        The writes go through one connection kept checked out of the pool for them (pool
+        checkout, reset and return cost about as much as the transaction): a driver error
+        discards it, so after a database restart one group fails (fail closed: its
+        decisions are denies) and the next one connects afresh."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        with writer_turn(self._writer), self._budget_lock:
+            kept = self._budget_conn
+            if kept is None:
+                with translate_db_errors():
+                    kept = self._budget_conn = self.engine.raw_connection()
+            try:
+                return take_budgets_each(kept.driver_connection, sqlite, asks)
+            except Exception as exc:
+                self._budget_conn = None
+                kept.invalidate()  # its state is unknown: never reused
+                if isinstance(exc, TesseraError):
+                    raise
+                raise StoreUnavailable(detail=str(exc)[:500]) from exc
+
+    def close(self) -> None:
+        """Give back the connection kept for budget writes, then close the engine's pool."""
+        with self._budget_lock:
+            kept, self._budget_conn = self._budget_conn, None
+        if kept is not None:
+            kept.close()
+        self.engine.dispose()
 
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
