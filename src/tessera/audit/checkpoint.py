@@ -112,11 +112,7 @@ class DirectoryCheckpointSink:
                 fh.write(checkpoint.jws + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise Unavailable(
                 "the audit checkpoint sink cannot be written",
@@ -139,3 +135,13 @@ class DirectoryCheckpointSink:
                 continue
             found.append((int(m.group(1)), path.name, path.read_text()))
         return [(name, text) for _, name, text in sorted(found)]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a file created or renamed in ``directory`` survive a crash (POSIX: the entry is
+    durable only once the directory itself is synced)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

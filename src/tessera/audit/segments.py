@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.audit.chain import GENESIS_HASH, Problem
+from tessera.audit.checkpoint import fsync_dir
 from tessera.errors import InvalidInput, Unavailable
 
 MANIFEST_VERSION = 1
@@ -132,7 +133,7 @@ def write_records(path: Path, lines: Iterable[str]) -> tuple[str, int]:
         if path.exists():
             raise FileExistsError(str(path))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise Unavailable(
@@ -152,7 +153,7 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise Unavailable(
             "the archive manifest cannot be written",
@@ -160,14 +161,6 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
             detail=f"{path}: {exc.strerror or exc}",
         ) from exc
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_sha256(path: Path) -> str:

@@ -41,6 +41,7 @@ from tessera.audit.checkpoint import (
     MAX_CHECKPOINT_BYTES,
     Checkpoint,
     DirectoryCheckpointSink,
+    fsync_dir,
 )
 from tessera.audit.record import ActorLayers, AuditEntry
 from tessera.clock import Clock, SystemClock
@@ -162,7 +163,7 @@ class WebhookCheckpointSink:
                 fh.write(checkpoint.jws + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(self.pending_dir)
+            fsync_dir(self.pending_dir)
         except OSError as exc:
             raise Unavailable(
                 "the audit checkpoint webhook marker cannot be written",
@@ -202,7 +203,7 @@ class WebhookCheckpointSink:
                     return delivered
                 try:
                     path.unlink()
-                    _fsync_dir(self.pending_dir)
+                    fsync_dir(self.pending_dir)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:  # delivered again later; receivers are idempotent
@@ -406,11 +407,3 @@ def webhook_health_recorder(record: Callable[[AuditEntry], int]) -> HealthListen
         )
 
     return listener
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
