@@ -231,13 +231,15 @@ def test_an_archive_never_overwrites_and_a_failed_one_starts_no_segment(
     assert second.segment == 2
 
 
+@pytest.mark.parametrize(
+    "engine", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_on_postgresql_only_the_owner_may_purge(
     tessera: Tessera, engine: Engine, tmp_path: Path
 ) -> None:
     """A role that was granted DELETE (a misconfiguration) and sets the purge flag still
-    cannot remove archived records: the guard wants a member of the ledger's owner."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("roles are PostgreSQL's")
+    cannot remove archived records: the guard wants a member of the ledger's owner.
+    (Roles are PostgreSQL's: the test runs on that backend only.)"""
     import secrets
 
     _fill(tessera, 4)
