@@ -79,6 +79,14 @@ def _entity(etype: str, eid: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {"uid": {"type": etype, "id": eid}, "attrs": cedar_value(attrs), "parents": []}
 
 
+def _text(entry: Mapping[str, Any] | None) -> str:
+    """A directory entry as exact JSON text (entries are read-only mappings, which
+    ``json.dumps`` does not take as they are)."""
+    if entry is None:
+        return "null"
+    return json.dumps(entry if isinstance(entry, dict) else dict(entry))
+
+
 def _error(stage: str, exc: BaseException) -> StageResult:
     msg = getattr(exc, "message", None) or type(exc).__name__
     code = getattr(exc, "code", None) or "evaluation_error"
@@ -487,7 +495,7 @@ class DecisionPoint:
         own = batch.attributes(self.attributes, AGENT, agent.agent)
         user = batch.attributes(self.attributes, "user", agent.user) if agent.user else None
         try:  # the directory's part of the key, as exact text (True and 1 differ)
-            key = (agent.token_hash, json.dumps(own), json.dumps(user))
+            key = (agent.token_hash, _text(own), _text(user))
         except (TypeError, ValueError):
             key = None
         hit = self._principals.get(key) if key is not None else None
