@@ -66,9 +66,12 @@ class StaticBundle:
 def cedar_value(value: Any) -> Any:
     """JSON → Cedar JSON: arrays become sets, ``null`` members are dropped, non-integral
     numbers become strings (Cedar has no floats)."""
-    if isinstance(value, Mapping):
+    t = type(value)
+    if t is str or t is int or t is bool:  # the common leaves, without the ABC check below
+        return value
+    if t is dict or isinstance(value, Mapping):
         return {str(k): cedar_value(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if t is list or isinstance(value, list):
         return [cedar_value(v) for v in value if v is not None]
     if isinstance(value, float):
         return int(value) if value.is_integer() else repr(value)
