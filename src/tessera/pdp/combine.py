@@ -28,23 +28,39 @@ def combine(
     results: Sequence[StageResult], grant_stage: str = GRANT_STAGE
 ) -> tuple[Verdict, tuple[Reason, ...]]:
     """The verdict and the reasons that decided it."""
-    errors = [r for s in results if s.outcome == "error" for r in s.reasons]
-    if any(s.outcome == "error" for s in results):
+    # One pass over the trace (it runs on every decision); the rules are those above.
+    errored = False
+    errors: list[Reason] = []
+    denies: list[StageResult] = []
+    approvals: list[StageResult] = []
+    allows: list[Reason] = []
+    grant: StageResult | None = None
+    for s in results:
+        outcome = s.outcome
+        if outcome == "error":
+            errored = True
+            errors.extend(s.reasons)
+        elif outcome == "deny":
+            denies.append(s)
+        elif outcome == "approval_required":
+            approvals.append(s)
+        elif outcome == "allow":
+            allows.extend(s.reasons)
+        if s.stage == grant_stage:
+            grant = s
+    if errored:
         return "deny", tuple(errors) or (Reason("pipeline", "evaluation_error"),)
-    denies = [s for s in results if s.outcome == "deny"]
     if denies:
         return "deny", tuple(r for s in denies for r in s.reasons) or (
             Reason(denies[0].stage, "denied"),
         )
-    grant = [s for s in results if s.stage == grant_stage]
-    if not grant or grant[-1].outcome != "allow":
+    if grant is None or grant.outcome != "allow":
         return "deny", (NO_PERMIT,)
-    approvals = [s for s in results if s.outcome == "approval_required"]
     if approvals:
         return "approval_required", tuple(r for s in approvals for r in s.reasons) or (
             Reason(approvals[0].stage, "approval_required"),
         )
-    return "allow", tuple(r for s in results if s.outcome == "allow" for r in s.reasons)
+    return "allow", tuple(allows)
 
 
 def is_final(result: StageResult) -> bool:

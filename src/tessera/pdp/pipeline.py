@@ -66,9 +66,12 @@ class StaticBundle:
 def cedar_value(value: Any) -> Any:
     """JSON → Cedar JSON: arrays become sets, ``null`` members are dropped, non-integral
     numbers become strings (Cedar has no floats)."""
-    if isinstance(value, Mapping):
+    t = type(value)
+    if t is str or t is int or t is bool:  # the common leaves, without the ABC check below
+        return value
+    if t is dict or isinstance(value, Mapping):
         return {str(k): cedar_value(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if t is list or isinstance(value, list):
         return [cedar_value(v) for v in value if v is not None]
     if isinstance(value, float):
         return int(value) if value.is_integer() else repr(value)
@@ -77,6 +80,14 @@ def cedar_value(value: Any) -> Any:
 
 def _entity(etype: str, eid: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {"uid": {"type": etype, "id": eid}, "attrs": cedar_value(attrs), "parents": []}
+
+
+def _text(entry: Mapping[str, Any] | None) -> str:
+    """A directory entry as exact JSON text (entries are read-only mappings, which
+    ``json.dumps`` does not take as they are)."""
+    if entry is None:
+        return "null"
+    return json.dumps(entry if isinstance(entry, dict) else dict(entry))
 
 
 def _error(stage: str, exc: BaseException) -> StageResult:
@@ -487,7 +498,7 @@ class DecisionPoint:
         own = batch.attributes(self.attributes, AGENT, agent.agent)
         user = batch.attributes(self.attributes, "user", agent.user) if agent.user else None
         try:  # the directory's part of the key, as exact text (True and 1 differ)
-            key = (agent.token_hash, json.dumps(own), json.dumps(user))
+            key = (agent.token_hash, _text(own), _text(user))
         except (TypeError, ValueError):
             key = None
         hit = self._principals.get(key) if key is not None else None

@@ -219,6 +219,9 @@ class CedarPolicies:
         self._bases: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._slices: dict[tuple[Any, ...], Any] = {}
         self._shared: dict[tuple[str, str], Any] = {}
+        # ``_shared`` handles with a request's own entities added, by the exact JSON text
+        # of those entities (decisions.md 81: a parse cache, never an answer cache).
+        self._with_rest: dict[tuple[tuple[str, str], str], Any] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -354,10 +357,19 @@ class CedarPolicies:
         if not rest:
             return handle
         delta = json.dumps(list(rest))
+        full_key = (key, delta)
+        full = self._with_rest.get(full_key)
+        if full is not None:
+            return full
         try:
-            return handle.with_added_json_str(delta)
+            full = handle.with_added_json_str(delta)
         except ValueError:
             return json.dumps(json.loads(str(handle)) + list(rest))  # Cedar reports the error
+        with self._lock:
+            if len(self._with_rest) >= MAX_SHARED:
+                self._with_rest.clear()
+            self._with_rest[full_key] = full
+        return full
 
     def authorize(
         self,

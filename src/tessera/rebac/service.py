@@ -20,6 +20,7 @@ userset of it) or whose object is that agent, in the identity change's transacti
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -315,10 +316,12 @@ class RebacService:
     ) -> CheckResult:
         """OpenFGA Check over the in-memory index, at least as fresh as ``at_least``."""
         engine, seq = self._fresh(at_least, contextual_tuples)
-        with _condition_overflow():
+        try:  # as ``_condition_overflow``, inline: the check is on every decision's path
             allowed = engine.check(
                 object, relation, user, context=context, contextual_tuples=contextual_tuples
             )
+        except OverflowError:
+            raise _overflow() from None
         return CheckResult(allowed, _token(seq))
 
     def list_objects(
@@ -454,10 +457,17 @@ def _condition_overflow() -> Iterator[None]:
     try:
         yield
     except OverflowError:
-        raise ConditionError(
-            "a condition parameter is out of range", code="rebac_condition_parameter_type"
-        ) from None
+        raise _overflow() from None
 
 
+def _overflow() -> ConditionError:
+    return ConditionError(
+        "a condition parameter is out of range", code="rebac_condition_parameter_type"
+    )
+
+
+@functools.lru_cache(maxsize=16)
 def _token(seq: int) -> str | None:
+    """The consistency token of ``seq`` (a pure function of it: the last few are kept,
+    since every check at the same index position answers the same token)."""
     return encode_consistency_token(seq) if seq > 0 else None

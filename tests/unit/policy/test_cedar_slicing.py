@@ -234,3 +234,33 @@ def test_any_slice_answers_like_the_whole_set(
         named = full.diagnostics.id_annotations_by_reason
         assert set(got.policies) == {named[r] for r in full.diagnostics.reasons}
         assert bool(got.errors) == bool(full.diagnostics.errors)
+
+
+def test_request_entities_are_reused_only_for_the_same_text() -> None:
+    """The parsed (shared + request entities) handle is kept by the request entities' exact
+    JSON text: the same resource with other attributes is parsed again and answered anew."""
+    cedar = CedarPolicies({"p.cedar": POLICIES}, schema=SCHEMA)
+    alice = SharedEntities(
+        [{"uid": {"type": "user", "id": "alice"}, "attrs": {"role": "editor"}, "parents": []}]
+    )
+
+    def publish(attrs: dict[str, Any]) -> bool:
+        rest = [{"uid": {"type": "document", "id": "x"}, "attrs": attrs, "parents": []}]
+        return cedar.authorize(
+            ("user", "alice"), "docs/publish", ("document", "x"), {}, rest, shared=alice
+        ).allowed
+
+    assert publish({}) is True
+    assert publish({"classification": "secret"}) is False
+    assert publish({}) is True
+    assert publish({"classification": "secret"}) is False
+
+
+def test_read_only_directory_entries_key_the_principal_exactly() -> None:
+    from types import MappingProxyType
+
+    from tessera.pdp.pipeline import _text
+
+    assert _text(None) == "null"
+    assert _text(MappingProxyType({"a": 1, "b": [True]})) == json.dumps({"a": 1, "b": [True]})
+    assert _text(MappingProxyType({"a": True})) != _text(MappingProxyType({"a": 1}))
