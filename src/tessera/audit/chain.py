@@ -95,7 +95,7 @@ def prepare_entry(entry: AuditEntry, time: datetime) -> PreparedBody:
     UTF-16 order is code point order). ``details`` is canonical JSON on its own (an
     object's encoding does not depend on where it sits); a value this path does not
     cover takes ``prepare``. The property test compares both with ``rfc8785``."""
-    entry.check()
+    plain = entry.check_plain()
     a = entry.actor
     rid = entry.request_id if entry.request_id is not None else current_request_id.get()
     details = entry.details
@@ -103,7 +103,7 @@ def prepare_entry(entry: AuditEntry, time: datetime) -> PreparedBody:
         return prepare(entry.body(time), time)
     if not details:
         details_text = "{}"
-    elif _plain(details):
+    elif plain or _plain(details):
         details_text = json.dumps(
             details, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
