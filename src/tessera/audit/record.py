@@ -125,10 +125,20 @@ class AuditEntry:
 
     def check(self) -> None:
         """Refuse what a record may not hold or could not encode (``InvalidInput``)."""
+        self.check_plain()
+
+    def check_plain(self) -> bool:
+        """``check``, answering whether ``details`` is *plain* as well: exact JSON types
+        only, no float, no secret-named key, so ``json.dumps(sort_keys)`` of it is its
+        RFC 8785 text (``encoding._plain``). The common case takes one pass over
+        ``details`` (``plain_details``); anything else the full check."""
         if self._plainly_valid():
+            if plain_details(self.details):
+                return True
             _check_details(self.details, 0)
-            return
+            return False
         self._check_each()  # raises the precise error
+        return False
 
     def _plainly_valid(self) -> bool:
         """The common case in one pass: every field an exact ``str`` within bounds, and one
@@ -252,6 +262,61 @@ def _encodable(value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate is not JSON text
         raise InvalidInput("audit strings must be valid Unicode text") from exc
+
+
+def plain_details(details: object) -> bool:
+    """True only when ``_check_details(details, 0)`` accepts ``details`` *and* it is plain
+    (``encoding._plain``): exact ``dict`` with ASCII ``str`` keys, ``list``, ``tuple``,
+    ``str``, ``bool``, ``None``, ``int`` within ±(2^53 - 1), nested at most as deep as
+    ``_check_details`` allows, no key naming a secret (even redacted), and every key and
+    string valid Unicode (one UTF-8 encode of them all, as ``_plainly_valid``). False
+    says nothing: the caller runs the full check. A property test checks the implication
+    on arbitrary values."""
+    if type(details) is not dict:
+        return False
+    if not details:
+        return True
+    texts: list[str] = []
+    if not _plain_walk(details, 0, texts):
+        return False
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_walk(value: object, depth: int, texts: list[str]) -> bool:
+    # Mirrors _check_details' depth rule: a value at depth > 8 is refused there.
+    if depth > 8:
+        return False
+    kind = type(value)
+    if kind is str:
+        texts.append(value)  # type: ignore[arg-type]
+        return True
+    if (kind is dict or kind is list or kind is tuple) and depth >= 8 and value:
+        return False  # its members would sit deeper than _check_details allows
+    if kind is dict:
+        secret = _SECRET_KEYS
+        for key, inner in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key.isascii() or key.lower() in secret:
+                return False
+            texts.append(key)
+            if type(inner) is str:
+                texts.append(inner)
+            elif not _plain_walk(inner, depth + 1, texts):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for inner in value:  # type: ignore[attr-defined]
+            if type(inner) is str:
+                texts.append(inner)
+            elif not _plain_walk(inner, depth + 1, texts):
+                return False
+        return True
+    if kind is int:
+        return -_SAFE_INT <= value <= _SAFE_INT  # type: ignore[operator]
+    return kind is bool or value is None
 
 
 def _check_details(value: object, depth: int) -> None:

@@ -30,7 +30,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tessera.audit.chain import GENESIS_HASH, ChainHead, LinkedRecord, PreparedBody, link
+from tessera.audit.chain import (
+    GENESIS_HASH,
+    ChainHead,
+    LinkedRecord,
+    PreparedBody,
+    link,
+    link_prepared,
+)
 from tessera.audit.checkpoint import Checkpoint
 from tessera.audit.ports import AuditQuery, ChainBatch
 from tessera.audit.record import RECORD_VERSION, AuditEntry, entry_from_event
@@ -144,6 +151,16 @@ def _row(rec: LinkedRecord, outbox_id: int | None, sqlite: bool) -> tuple[Any, .
     )
 
 
+def _sqlite_row(seq: int, raw: bytes, digest: str, body: PreparedBody) -> tuple[Any, ...]:
+    """``_row`` of a prepared body on SQLite (no outbox id), without a ``LinkedRecord``."""
+    return (seq, body.utc_text, *body.columns, None, raw, digest)
+
+
+def _pg_row(seq: int, raw: bytes, digest: str, body: PreparedBody) -> tuple[Any, ...]:
+    """``_row`` of a prepared body on PostgreSQL (no outbox id)."""
+    return (seq, body.time, *body.columns, None, raw, digest)
+
+
 def _outbox_body(outbox_id: int, text: str, clock: Clock) -> dict[str, Any]:
     """An outbox row's entry; a row that no longer parses is chained as a record saying so
     (the row cannot be dropped silently, and must not block the chain)."""
@@ -190,11 +207,17 @@ class SqlAuditLedger:
                     cur.execute(_PG_LOCK)  # psycopg opens the transaction itself
                 row = cur.execute(_HEAD).fetchone()
                 head = ChainHead(0, GENESIS_HASH) if row is None else ChainHead(int(row[0]), row[1])
-                linked = link(head, bodies)
-                cur.executemany(
-                    _INSERT_SQLITE if sqlite else _INSERT_PG,
-                    [_row(rec, None, sqlite) for rec in linked],
-                )
+                if all(type(b) is PreparedBody for b in bodies):
+                    rows, new_head = link_prepared(
+                        head,
+                        bodies,  # type: ignore[arg-type]
+                        _sqlite_row if sqlite else _pg_row,
+                    )
+                else:
+                    linked = link(head, bodies)
+                    rows = [_row(rec, None, sqlite) for rec in linked]
+                    new_head = ChainHead(linked[-1].seq, linked[-1].hash)
+                cur.executemany(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
                 if sqlite:
                     cur.execute("COMMIT")
                 else:
@@ -210,8 +233,8 @@ class SqlAuditLedger:
                     if sqlite:
                         cur.execute("PRAGMA synchronous=NORMAL")
                     cur.close()
-        last = linked[-1]
-        return ChainBatch([rec.seq for rec in linked], 0, ChainHead(last.seq, last.hash), False)
+        first = new_head.size - len(bodies) + 1
+        return ChainBatch(list(range(first, new_head.size + 1)), 0, new_head, False)
 
     def _locked(self, work: Callable[[Connection, Any], _T]) -> _T:
         """Run ``work`` in one durable write transaction under the chain lock."""

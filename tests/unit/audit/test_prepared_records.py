@@ -14,12 +14,16 @@ from tessera.audit.chain import (
     ChainChecker,
     ChainHead,
     link,
+    link_prepared,
     prepare,
     prepare_entry,
+    utc_text,
 )
 from tessera.audit.record import ActorLayers, AuditEntry
+from tessera.clock import iso
 from tessera.crypto.canonical import canonical_json
 from tessera.errors import InvalidInput
+from tessera.store.fastsql import sqlite_timestamp
 
 texts = st.text(max_size=10)
 maybe = st.none() | texts
@@ -96,6 +100,34 @@ def test_a_prepared_record_is_its_canonical_json(
     assert (spliced.hash, spliced.columns, spliced.time) == (plain.hash, plain.columns, when)
     checker = ChainChecker(start=head)
     assert checker.feed([(spliced.seq, spliced.body, spliced.hash)])
+    # group commit's loop: the same bytes, hash and columns, and the SQLite time text
+    rows, new_head = link_prepared(
+        head, [prepare(body, when), prepare_entry(entry, when)], lambda *r: r
+    )
+    (seq, raw, digest, prepared), (seq2, raw2, _, prepared2) = rows
+    assert (seq, raw, digest, prepared.columns) == (
+        head_size + 1,
+        expected,
+        plain.hash,
+        plain.columns,
+    )
+    assert seq2 == head_size + 2
+    assert raw2 == link(head, [body, body])[1].body
+    assert new_head == ChainHead(head_size + 2, link(head, [body, body])[1].hash)
+    assert prepared.utc_text == prepared2.utc_text == sqlite_timestamp(when)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1000, 1, 1),  # noqa: DTZ001 (hypothesis wants naive bounds)
+        max_value=datetime(9998, 12, 31),  # noqa: DTZ001
+        timezones=st.none() | st.timezones(),
+    )
+)
+def test_utc_text_is_the_sqlite_storage_form(when: datetime) -> None:
+    # years below 1000: strftime's %Y does not pad there; records are not that old
+    assert utc_text(iso(when)) == sqlite_timestamp(when)
 
 
 def test_a_bad_entry_is_refused_by_prepare_entry_too() -> None:
