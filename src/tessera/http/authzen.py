@@ -35,7 +35,7 @@ from tessera.app import Tessera
 from tessera.errors import InvalidInput, TesseraError, Unauthenticated
 from tessera.http import signals
 from tessera.http.problems import problem
-from tessera.pdp.agents import AgentSubject, AgentTokenRejected, Caller
+from tessera.pdp.agents import Caller
 from tessera.pdp.model import Decision, EvaluationRequest, parse_evaluation, parse_evaluations
 from tessera.pdp.ports import DecisionRecord
 from tessera.pdp.search import search
@@ -266,22 +266,9 @@ class AuthzenApi:
     def _batch(
         self, reqs: Sequence[EvaluationRequest], semantic: str, caller: Caller
     ) -> list[Decision]:
-        point = self.tessera.pdp.point
-        decide_many = getattr(point, "decide_many", None)  # pdpcore's batch pipeline
-        if semantic == "execute_all" and decide_many is not None:
-            return list(decide_many(reqs, caller))
-        # Short-circuit semantics decide one at a time: an evaluation after the first
-        # deny (or permit) is never decided, so it spends no budget.
-        out: list[Decision] = []
-        memo: dict[str, AgentSubject | AgentTokenRejected] = {}
-        for req in reqs:
-            d = point.decide(req, caller, memo=memo, consume=True)
-            out.append(d)
-            if semantic == "deny_on_first_deny" and not d.allowed:
-                break
-            if semantic == "permit_on_first_permit" and d.allowed:
-                break
-        return out
+        # decide_many stops after the first deny (or permit) for the short-circuit
+        # semantics: an evaluation after it is never decided, so it spends no budget.
+        return self.tessera.pdp.point.decide_many(reqs, caller, semantic=semantic)
 
     async def _record(self, record: DecisionRecord) -> None:
         """Returns once the record is durable; ``StoreUnavailable`` (503) otherwise, and

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from tessera.app import Tessera
 from tessera.audit import (
@@ -20,7 +19,6 @@ from tessera.audit import (
     AuditSettings,
     DirectoryCheckpointSink,
 )
-from tessera.cli.audit import app as cli_app
 from tessera.http.asgi import create_app
 from tessera.store.sql_audit import SqlAuditLedger
 
@@ -134,21 +132,6 @@ def test_admin_api_filters_pages_and_carries_request_ids(
     assert client.get("/admin/v1/audit", params={"limit": 0}).status_code in (400, 422)
     assert client.get("/admin/v1/audit", params={"agent": "a\x00"}).status_code in (400, 422)
     assert client.get("/admin/v1/audit", headers={"Authorization": "Bearer x"}).status_code == 401
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TESSERA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TESSERA_KEK", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> str:
-        result = runner.invoke(cli_app, list(args))
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result.stdout
-
-    return invoke
 
 
 def test_cli_verify_search_tail_export(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
