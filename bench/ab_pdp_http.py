@@ -20,35 +20,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pdp import DOCUMENTS, PdpFixture, _fire, make_bundle
-from bench_tokens import TESSERA
-from harness import percentile
-
-TICK = os.sysconf("SC_CLK_TCK")
+from bench_pdp import DOCUMENTS, PdpFixture, _fire, _serve, make_bundle
+from harness import percentile, process_cpu
 
 
 def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (seconds)
+    cpu = process_cpu(pid)
+    if cpu is None:
+        raise SystemExit("server CPU time needs /proc (Linux)")
+    return cpu
 
 
-def _serve(fx: PdpFixture, tree: Path) -> subprocess.Popen[bytes]:
+def _serve_tree(fx: PdpFixture, tree: Path) -> subprocess.Popen[bytes]:
     extra = os.environ.get("AB_PYTHONPATH_EXTRA")  # e.g. a sitecustomize that profiles
     path = f"{extra}:{tree / 'src'}" if extra else str(tree / "src")
-    env = {**fx.env, "PYTHONPATH": path}
-    proc = subprocess.Popen(
-        [TESSERA, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(300):
-        try:
-            httpx.get(f"{fx.base}/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return proc
+    return _serve(fx, {**fx.env, "PYTHONPATH": path})
 
 
 def main() -> None:
@@ -71,7 +58,7 @@ def main() -> None:
         token: str | None = None
         for _ in range(args.rounds):
             for label, tree in trees:
-                proc = _serve(fx, tree)
+                proc = _serve_tree(fx, tree)
                 try:
                     token = token or fx.session_token()
                     auth = fx.service_token()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import Row, percentile
+from harness import Row, percentile, process_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 TESSERA = str(Path(sys.executable).parent / "tessera")
@@ -179,15 +179,6 @@ def _row(name: str, lat: list[float], note: str) -> Row:
     return Row(name, "µs/op", statistics.median(lat), percentile(lat, 99), len(lat), note)
 
 
-def _cpu(pid: int) -> float | None:
-    """CPU seconds (user + system, every thread) of a process so far; None off Linux."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class _Gateway:
     """One ``tessera gateway`` process (its own data directory and agents)."""
 
@@ -235,9 +226,9 @@ class _Gateway:
         self, headers: list[dict[str, str]], conns: int
     ) -> tuple[list[float], float, int, float]:
         """(latencies, calls/s, errors, gateway CPU µs per call)."""
-        c0 = _cpu(self.proc.pid)
+        c0 = process_cpu(self.proc.pid)
         lat, rate, errors = asyncio.run(_fire(self.via, headers, conns))
-        c1 = _cpu(self.proc.pid)
+        c1 = process_cpu(self.proc.pid)
         cpu = float("nan") if c0 is None or c1 is None else (c1 - c0) * 1e6 / len(headers)
         return lat, rate, errors, cpu
 

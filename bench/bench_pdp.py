@@ -260,11 +260,12 @@ async def _fire(
     return lat, len(bodies) / elapsed, errors
 
 
-def _serve(fx: PdpFixture) -> subprocess.Popen[bytes]:
+def _serve(fx: PdpFixture, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``tessera serve`` with the fixture's environment (or ``env``), once it answers."""
     proc = subprocess.Popen(
-        [TESSERA, "serve"], env=fx.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [TESSERA, "serve"], env=env or fx.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    for _ in range(200):
+    for _ in range(300):
         try:
             httpx.get(f"{fx.base}/healthz", timeout=1)
             break

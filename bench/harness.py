@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -52,3 +54,12 @@ def latency_row(name: str, samples_us: list[float], note: str = "") -> Row:
 def throughput_row(name: str, rounds: list[float], note: str = "") -> Row:
     """``rounds`` are operations per second measured over several rounds."""
     return Row(name, "ops/s", statistics.median(rounds), None, len(rounds), note)
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) of a process so far; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -102,24 +102,14 @@ class DirectoryCheckpointSink:
 
     def write(self, checkpoint: Checkpoint) -> Path:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = self.directory / f"checkpoint-{checkpoint.tree_size:012d}.jws"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return path  # another node checkpointed the same size first
-            with os.fdopen(fd, "w") as fh:
-                fh.write(checkpoint.jws + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            fsync_dir(self.directory)
+            # an existing file: another node checkpointed the same size first
+            return write_checkpoint_file(self.directory, checkpoint)
         except OSError as exc:
             raise Unavailable(
                 "the audit checkpoint sink cannot be written",
                 code="audit_sink_unavailable",
                 detail=f"{self.directory}: {exc.strerror}",
             ) from exc
-        return path
 
     def read_all(self) -> list[tuple[str, str]]:
         """``(file name, content)`` of every checkpoint file, oldest first."""
@@ -135,6 +125,23 @@ class DirectoryCheckpointSink:
                 continue
             found.append((int(m.group(1)), path.name, path.read_text()))
         return [(name, text) for _, name, text in sorted(found)]
+
+
+def write_checkpoint_file(directory: Path, checkpoint: Checkpoint) -> Path:
+    """``checkpoint-<size>.jws`` in ``directory``, written once and durably (file and
+    directory synced); a file already there is left as it is. ``OSError`` on failure."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"checkpoint-{checkpoint.tree_size:012d}.jws"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as fh:
+        fh.write(checkpoint.jws + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(directory)
+    return path
 
 
 def fsync_dir(directory: Path) -> None:

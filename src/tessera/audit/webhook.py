@@ -42,6 +42,7 @@ from tessera.audit.checkpoint import (
     Checkpoint,
     DirectoryCheckpointSink,
     fsync_dir,
+    write_checkpoint_file,
 )
 from tessera.audit.record import ActorLayers, AuditEntry
 from tessera.clock import Clock, SystemClock
@@ -152,18 +153,9 @@ class WebhookCheckpointSink:
     def enqueue(self, checkpoint: Checkpoint) -> Path:
         """Leave the durable "not yet delivered" marker and wake the worker; no network.
         ``Unavailable`` when the marker cannot be written (the checkpoint is retried)."""
-        path = self.pending_dir / f"checkpoint-{checkpoint.tree_size:012d}.jws"
         try:
-            self.pending_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return path  # already waiting for delivery
-            with os.fdopen(fd, "w") as fh:
-                fh.write(checkpoint.jws + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            fsync_dir(self.pending_dir)
+            # an existing marker: already waiting for delivery
+            path = write_checkpoint_file(self.pending_dir, checkpoint)
         except OSError as exc:
             raise Unavailable(
                 "the audit checkpoint webhook marker cannot be written",
