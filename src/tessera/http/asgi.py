@@ -17,7 +17,7 @@ from tessera.http import admin, oauth, rebac
 from tessera.http.problems import install_problem_handlers, problem
 from tessera.http.ratelimit import RateLimit
 from tessera.http.schemas import Health, Readiness
-from tessera.pdp.ids import unique_hex
+from tessera.ids import unique_hex
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -77,7 +77,7 @@ class RequestId:
                 rid = value.decode("latin-1")
                 break
         if not _REQUEST_ID.fullmatch(rid):
-            rid = unique_hex(8)  # unique, not secret: no urandom per request (pdp/ids.py)
+            rid = unique_hex(8)  # unique, not secret: no urandom per request (tessera/ids.py)
         scope.setdefault("state", {})["request_id"] = rid
         header = (b"x-request-id", rid.encode())
 

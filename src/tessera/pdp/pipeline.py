@@ -14,6 +14,7 @@ from typing import Any, Final, Protocol
 
 from tessera.clock import Clock
 from tessera.identity.ceiling import covered_by_any
+from tessera.ids import unique_hex
 from tessera.pdp.agents import (
     MAX_TOKEN,
     AgentSubject,
@@ -23,7 +24,6 @@ from tessera.pdp.agents import (
 )
 from tessera.pdp.approval import ApprovalTokenRedeemer, approval_stage, honour_approval_token
 from tessera.pdp.combine import combine, is_final
-from tessera.pdp.ids import unique_hex
 from tessera.pdp.model import Decision, EvaluationRequest, Reason, StageResult
 from tessera.pdp.pinned import model_mismatch
 from tessera.pdp.ports import (
@@ -236,7 +236,7 @@ class DecisionPoint:
         batch: _Batch,
         consume: bool,
     ) -> Decision:
-        # pdphttp2: a keyed-hash id, no GIL-releasing urandom per decision (pdp/ids.py)
+        # a keyed-hash id: no GIL-releasing urandom per decision (tessera/ids.py)
         decision_id = "dec_" + unique_hex(10)
         if active is None:
             r = StageResult("policy", "error", (Reason("policy", "no_policy", "no active bundle"),))

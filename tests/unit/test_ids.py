@@ -1,12 +1,12 @@
-"""Hot-path correlation ids (pdp/ids.py): the format of ``secrets.token_hex``, unique."""
+"""Hot-path correlation ids (tessera/ids.py): the format of ``secrets.token_hex``, unique."""
 
 from __future__ import annotations
 
 import os
 import re
 
-from tessera.pdp import ids
-from tessera.pdp.ids import unique_hex
+from tessera import ids
+from tessera.ids import unique_hex
 
 
 def test_ids_have_the_token_hex_format_and_do_not_repeat() -> None:
