@@ -98,7 +98,7 @@ class Tessera:
             self.behaviour.close()
         self.signals.stop()
         self.tailer.stop()
-        self.store.close()  # pdphttp2: also gives back the budget writes' connection
+        self.store.close()  # also gives back the budget writes' connection
 
 
 def build(
@@ -187,11 +187,11 @@ def build(
             tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
             user_ref=UsernameOf(store),
-            # pdphttp (issue 5): budget decrements at decision time written in groups
+            # budget decrements at decision time written in groups
             budgets=GroupedSessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
-            # issue 5 (pdpgaps): the directory from the store, followed through the tailer
+            # the directory from the store, followed through the tailer
             attributes=StoredDirectory(store, tailer),
         ),
         approvals=approvals,
@@ -202,11 +202,11 @@ def build(
         behaviour=behaviour,
         posture=posture,
         reviews=reviews,
-        directory=DirectoryService(store, clock),  # issue 5 (pdpgaps)
+        directory=DirectoryService(store, clock),
     )
-    # issue 5 (pdpgaps, decisions.md 85): `policy apply --with-model` writes the pinned model
+    # decisions.md 85: `policy apply --with-model` writes the pinned model
     t.pdp.policies.models = rebac
-    # pdphttp (issue 5): cached PDP callers are forgotten on service/credential/key events
+    # cached PDP callers are forgotten on service/credential/key events
     tailer.subscribe("pdp-callers", t.pdp.callers.on_events)
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
     t.pdp.point.approvals = approval_edges.ciba  # context.approval_token (pdp/approval.py)

@@ -413,7 +413,7 @@ class DecisionPoint:
             return StageResult("rebac", "skip", detail={"relation": None}), None
         if self.relations is None:
             raise RuntimeError("no relationship engine configured")
-        # pdpgaps, decisions.md 85: relations only against the bundle's pinned model.
+        # decisions.md 85: relations only against the bundle's pinned model.
         mismatch = model_mismatch(bundle, self.relations)
         if mismatch is not None:
             return StageResult("rebac", "deny", (mismatch,), {"relation": rule.relation}), None

@@ -46,7 +46,7 @@ class RebacServiceRelations:
     def check(self, user: str, relation: str, object: str, context: Mapping[str, Any]) -> bool:
         return bool(self._rebac.check(user, relation, object, context=context or None).allowed)
 
-    def model_digest(self) -> str | None:  # pdpgaps, decisions.md 85 (pinned model)
+    def model_digest(self) -> str | None:  # decisions.md 85 (pinned model)
         digest: str | None = self._rebac.active_model_digest()
         return digest
 
