@@ -134,18 +134,18 @@ def insert_event(
     return int(row[0])
 
 
+_TAKE = (
+    "UPDATE session_budgets SET remaining = remaining - ? "
+    "WHERE sid = ? AND name = ? AND remaining >= ?"
+)
+_TAKE_PG = pg_paramstyle(_TAKE)
+
+
 def take_budget(conn: Connection, sid: str, name: str, amount: int) -> bool:
     """Conditional decrement of one session budget counter: True when ``amount`` units were
     available and are now taken (one row updated), False when the counter is short or
     missing. The caller's transaction makes several counters all or nothing."""
-    result = conn.exec_driver_sql(
-        _sql(
-            conn,
-            "UPDATE session_budgets SET remaining = remaining - ? "
-            "WHERE sid = ? AND name = ? AND remaining >= ?",
-        ),
-        (amount, sid, name, amount),
-    )
+    result = conn.exec_driver_sql(_sql(conn, _TAKE), (amount, sid, name, amount))
     return int(result.rowcount) == 1
 
 
@@ -159,13 +159,6 @@ def give_budget(conn: Connection, sid: str, name: str, amount: int) -> None:
         ),
         (amount, sid, name, amount),
     )
-
-
-_TAKE = (
-    "UPDATE session_budgets SET remaining = remaining - ? "
-    "WHERE sid = ? AND name = ? AND remaining >= ?"
-)
-_TAKE_PG = pg_paramstyle(_TAKE)
 
 
 def take_budgets_each(dbapi: Any, sqlite: bool, asks: Sequence[tuple[str, str, int]]) -> list[bool]:
