@@ -5,6 +5,7 @@ their credential changes."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -143,6 +144,45 @@ def test_grouped_budget_write_is_one_driver_transaction(pdp: Pdp) -> None:  # no
     assert pdp.t.sessions.get_session(sid2)[1]["tool_calls"] == left2 - 1
 
 
+def test_coroutines_and_threads_share_the_budget_groups(pdp: Pdp) -> None:  # noqa: F811
+    """``consume_async`` (decisions.md 91) queues beside the threads: together they never
+    spend more than was granted, whoever leads a group (a thread or the writer thread)."""
+    pdp.session()
+    sid = pdp.t.sessions.list_sessions(agent="planner")[0].sid
+    granted = pdp.t.sessions.get_session(sid)[1]["tool_calls"]
+    budgets = GroupedSessionBudgets(pdp.t.store)
+    from_threads: list[bool] = []
+
+    def spend() -> None:
+        for _ in range(granted):
+            from_threads.append(budgets.consume(sid, {"tool_calls": 1}))
+
+    async def spend_async() -> list[bool]:
+        return list(
+            await asyncio.gather(
+                *(budgets.consume_async(sid, {"tool_calls": 1}) for _ in range(2 * granted))
+            )
+        )
+
+    threads = [threading.Thread(target=spend) for _ in range(2)]
+    for t in threads:
+        t.start()
+    from_loop = asyncio.run(spend_async())
+    for t in threads:
+        t.join()
+    assert (from_threads + from_loop).count(True) == granted
+    assert pdp.t.sessions.get_session(sid)[1]["tool_calls"] == 0
+    assert asyncio.run(budgets.consume_async(sid, {"tool_calls": 1})) is False
+    # several counters: all or nothing, alone (external_calls is not granted)
+    pdp.session()
+    sid2 = next(s.sid for s in pdp.t.sessions.list_sessions(agent="planner") if s.sid != sid)
+    left = pdp.t.sessions.get_session(sid2)[1]["tool_calls"]
+    both = {"tool_calls": 1, "external_calls": 1}
+    assert asyncio.run(budgets.consume_async(sid2, both)) is False
+    assert asyncio.run(budgets.consume_async(sid2, {"tool_calls": 1})) is True
+    assert pdp.t.sessions.get_session(sid2)[1]["tool_calls"] == left - 1
+
+
 class _BrokenStore:
     @contextmanager
     def write(self) -> Iterator[Any]:
@@ -155,6 +195,12 @@ def test_grouped_budgets_fail_closed() -> None:
     with pytest.raises(StoreUnavailable):
         budgets.consume("ses_x", {"tool_calls": 1})
     assert budgets.consume("ses_x", {}) is True  # nothing asked, nothing to write
+
+    async def spend() -> list[Any]:
+        asks = (budgets.consume_async("ses_x", {"tool_calls": 1}) for _ in range(5))
+        return list(await asyncio.gather(*asks, return_exceptions=True))
+
+    assert all(isinstance(r, StoreUnavailable) for r in asyncio.run(spend()))
 
 
 def test_cached_callers_are_forgotten_on_credential_events(pdp: Pdp) -> None:  # noqa: F811

@@ -1,10 +1,14 @@
 """``DecisionPoint.decide_many`` is a loop of ``decide``: the same verdicts, reasons and
 traces, the same side effects in the same order (budget spent per allowed decision, taint
 marks, what the observer learns), over varied batches: allow, deny, token errors, unmapped
-actions, failing stages, a budget running out mid-batch, a scorer that learns."""
+actions, failing stages, a budget running out mid-batch, a scorer that learns. And
+``decide_async`` (the event loop's ``decide``, decisions.md 91) is ``decide``: awaited in
+turn it gives the same answers and side effects, and decisions interleaved on one loop
+each hand the observer their own score."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,14 @@ class Ledger:
         return ok
 
 
+class AsyncLedger(Ledger):
+    """``Ledger`` with ``consume_async``, which lets other coroutines run before it spends."""
+
+    async def consume_async(self, sid: str, amounts: Any) -> bool:
+        await asyncio.sleep(0)
+        return self.consume(sid, amounts)
+
+
 class Learner:
     """Scores a session by how many of its calls were allowed so far (so the order of
     ``observe`` matters), and records what it observed."""
@@ -97,7 +109,9 @@ class Learner:
         n = self.allowed.get(session or "", 0)
         return RiskScore(min(100, 20 * n), "low" if n < 3 else "high")
 
-    def observe(self, req: EvaluationRequest, agent: Any, decision: Decision) -> None:
+    def observe(
+        self, req: EvaluationRequest, agent: Any, decision: Decision, risk: Any = None
+    ) -> None:
         sid = agent.claims.sid if agent is not None else ""
         self.seen.append((sid, req.action.name, decision.verdict))
         if decision.allowed:
@@ -278,3 +292,96 @@ def test_a_token_expiring_mid_batch_is_rejected_from_then_on() -> None:
     out = point.decide_many([_request("solo", "docs/search", "1", {})] * 4, CALLER)
     assert [d.verdict for d in out] == ["allow", "allow", "allow", "deny"]
     assert out[3].trace[0].detail["cause"] == "token expired"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(requests, min_size=1, max_size=20), st.integers(0, 6), st.booleans())
+def test_decide_async_is_decide(batch: list[EvaluationRequest], units: int, consume: bool) -> None:
+    one, ledger1, learner1 = _pdp(units)
+    looped = [one.decide(r, CALLER, consume=consume) for r in batch]
+    for ledger_type in (Ledger, AsyncLedger):  # the budget ledger without and with async
+        two, _, learner2 = _pdp(units)
+        ledger2 = two.budgets = ledger_type(units)
+
+        async def run(two: DecisionPoint = two) -> list[Decision]:
+            return [await two.decide_async(r, CALLER, consume=consume) for r in batch]
+
+        awaited = asyncio.run(run())
+        assert [_view(d) for d in awaited] == [_view(d) for d in looped]
+        assert ledger2.log == ledger1.log
+        assert learner2.seen == learner1.seen
+        assert list(two.taint.marks()) == list(one.taint.marks())  # type: ignore[attr-defined]
+    for ledger_type in (Ledger, AsyncLedger):  # and decide_many_async is decide_many
+        three, _, learner3 = _pdp(units)
+        ledger3 = three.budgets = ledger_type(units)
+        many = asyncio.run(three.decide_many_async(batch, CALLER, consume=consume))
+        assert [_view(d) for d in many] == [_view(d) for d in looped]
+        assert ledger3.log == ledger1.log
+        assert learner3.seen == learner1.seen
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(requests, min_size=1, max_size=12),
+    st.sampled_from(["deny_on_first_deny", "permit_on_first_permit"]),
+)
+def test_decide_many_async_short_circuits_like_decide_many(
+    batch: list[EvaluationRequest], semantic: str
+) -> None:
+    one, ledger1, _ = _pdp(3)
+    two, _, _ = _pdp(3)
+    ledger2 = two.budgets = AsyncLedger(3)
+    looped = one.decide_many(batch, CALLER, semantic=semantic)
+    awaited = asyncio.run(two.decide_many_async(batch, CALLER, semantic=semantic))
+    assert [_view(d) for d in awaited] == [_view(d) for d in looped]
+    assert ledger2.log == ledger1.log
+
+
+def test_decide_async_offloads_the_stages_before_the_spend() -> None:
+    point, ledger, _ = _pdp(1)
+    point.budgets = ledger = AsyncLedger(1)
+    offloaded: list[str] = []
+
+    async def offload(fn: Any) -> Any:
+        offloaded.append("stages")
+        return await asyncio.to_thread(fn)
+
+    async def run() -> list[Decision]:
+        req = _request("solo", "docs/search", "1", {})
+        return [await point.decide_async(req, CALLER, consume=True, offload=offload)] * 1 + [
+            await point.decide_async(req, CALLER, consume=True, offload=offload)
+        ]
+
+    out = asyncio.run(run())
+    assert [d.verdict for d in out] == ["allow", "deny"]
+    assert [r.code for r in out[1].reasons] == ["budget_exhausted"]
+    assert offloaded == ["stages", "stages"]
+    assert ledger.log == ["ses_1:True", "ses_1:False"]
+
+
+def test_interleaved_decisions_each_hand_the_observer_their_own_score() -> None:
+    """Coroutines on one loop are scored, then wait for their budget unit while others
+    are scored: each observation still carries the score its own decision used."""
+    point, _, _ = _pdp(100)
+    point.budgets = AsyncLedger(100)
+    pairs: list[tuple[EvaluationRequest, Any]] = []
+
+    class Noting:
+        def score(self, req: EvaluationRequest, session: Any, agent: Any = None) -> RiskScore:
+            return RiskScore(learn=req)
+
+        def observe(self, req: EvaluationRequest, agent: Any, d: Decision, risk: Any) -> None:
+            pairs.append((req, risk.learn if risk is not None else None))
+
+    point.behaviour = point.observer = Noting()
+    reqs = [_request(t, "docs/search", "1", {}) for t in ("solo", "alice") * 8]  # all allowed
+
+    async def run() -> list[Decision]:
+        return list(
+            await asyncio.gather(*(point.decide_async(r, CALLER, consume=True) for r in reqs))
+        )
+
+    out = asyncio.run(run())
+    assert len(pairs) == len(reqs)
+    assert all(seen is req for req, seen in pairs)
+    assert {d.verdict for d in out} == {"allow"}

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from tessera.behavior.engine import Assessment
 from tessera.behavior.guard import BehaviourTimeout, CircuitBreaker, Deadline
 from tessera.behavior.scoring import CallFeatures
 from tessera.behavior.service import BehaviourService
@@ -70,14 +68,12 @@ class PipelineBehaviour:
         self.breaker = breaker or CircuitBreaker()
         self.revoke_on_high = revoke_on_high
         self._timer = timer
-        self._last = threading.local()
 
     # -- BehaviourScorer -----------------------------------------------------------------
 
     def score(
         self, request: EvaluationRequest, session: str | None, agent: AgentSubject | None = None
     ) -> RiskScore:
-        self._last.value = None
         if agent is None:
             return NOT_SCORED  # baselines are per agent; other subjects are not scored
         if not self.breaker.allow():
@@ -101,8 +97,9 @@ class PipelineBehaviour:
             self.breaker.failure()
             return RiskScore(0, "unavailable", False, ("behaviour_error",))
         self.breaker.success()
-        self._last.value = (request, f, a)
-        return RiskScore(a.score, a.level, True, a.reasons)
+        # what observe learns from, carried with the score (no per-thread state: a
+        # coroutine's decision may be scored and observed around other decisions)
+        return RiskScore(a.score, a.level, True, a.reasons, learn=(f, a))
 
     def _features(
         self, req: EvaluationRequest, agent: AgentSubject, volume: int | None
@@ -125,16 +122,17 @@ class PipelineBehaviour:
     # -- DecisionObserver ----------------------------------------------------------------
 
     def observe(
-        self, request: EvaluationRequest, agent: AgentSubject | None, decision: Decision
+        self,
+        request: EvaluationRequest,
+        agent: AgentSubject | None,
+        decision: Decision,
+        risk: RiskScore | None = None,
     ) -> None:
         """Learn from a real decision; revoke the session after a high-risk deny."""
-        last: tuple[EvaluationRequest, CallFeatures, Assessment] | None = getattr(
-            self._last, "value", None
-        )
-        self._last.value = None
-        if agent is None or last is None or last[0] is not request:
+        learned = risk.learn if risk is not None else None
+        if agent is None or not isinstance(learned, tuple):
             return  # not scored (engine down, or another subject): nothing to learn
-        _, f, a = last
+        f, a = learned
         self.service.ensure_started()
         self.engine.observe(f, a, allowed=decision.verdict == "allow")
         if (

@@ -61,6 +61,19 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def request_id(scope: Scope) -> str:
+    """The request's well-formed ``X-Request-ID``, or a new one; kept in the scope's state."""
+    rid = ""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            rid = value.decode("latin-1")
+            break
+    if not _REQUEST_ID.fullmatch(rid):
+        rid = unique_hex(8)  # unique, not secret: no urandom per request (tessera/ids.py)
+    scope.setdefault("state", {})["request_id"] = rid
+    return rid
+
+
 class RequestId:
     """Echo a well-formed ``X-Request-ID`` or assign one (pure ASGI: no extra task)."""
 
@@ -71,15 +84,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                rid = value.decode("latin-1")
-                break
-        if not _REQUEST_ID.fullmatch(rid):
-            rid = unique_hex(8)  # unique, not secret: no urandom per request (tessera/ids.py)
-        scope.setdefault("state", {})["request_id"] = rid
-        header = (b"x-request-id", rid.encode())
+        header = (b"x-request-id", request_id(scope).encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -89,8 +94,24 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(tessera: Tessera) -> FastAPI:
-    app = FastAPI(
+class TesseraApp(FastAPI):
+    """FastAPI with a front door (decisions.md 93): a request that ``front`` claims (the
+    AuthZEN ``POST`` endpoints, the hottest Tessera has) is answered by it directly, before
+    the middleware stack and the router; ``front`` applies the same body and rate limits,
+    request id and error handling itself. Everything else goes through FastAPI."""
+
+    front: Any = None  # an ``authzen.AuthzenApi``: ``claims(scope)`` and an ASGI call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and front.claims(scope):
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(tessera: Tessera) -> TesseraApp:
+    app = TesseraApp(
         title="Tessera",
         version=__version__,
         description="Identity and access management control plane for AI agents.",

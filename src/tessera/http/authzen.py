@@ -1,10 +1,11 @@
 """OpenID AuthZEN Authorization API 1.0 over HTTP: PDP metadata (§9), access evaluation
 (§6), access evaluations (§7) and the search APIs (§8). These are the hottest endpoints
 Tessera has, so the ``POST /access/v1/*`` endpoints are one pure ASGI handler
-(``AuthzenApi``) that ``AuthzenShortcut`` calls before FastAPI's routing and exception
-layers (docs/decisions.md 77): the request still passes the body limit, rate limit,
-request-id and audit request-id middlewares, and other methods on these paths fall
-through to the router (405).
+(``AuthzenApi``, docs/decisions.md 77) at the application's front door (``TesseraApp``,
+decisions.md 93): it answers them before the middleware stack and the router, and applies
+what those middlewares would (the body limit, the rate limit, the request id, the audit
+request id, problem+json for an unexpected error) itself. Other methods on these paths go
+to the router (405).
 
 Callers authenticate as services (``Authorization: Bearer <service token | API key>``).
 Errors are problem+json: 400 for a malformed request, 401/403 for the caller; a request
@@ -12,6 +13,8 @@ that parses always gets a decision (errors inside the pipeline are denies).
 ``X-Request-ID`` is echoed (the request-id middleware) and passed to the audit record.
 A decision is answered only once its audit record is durable (``record_async``: the
 audit group commit, awaited on the event loop instead of in a blocked worker thread).
+On an embedded SQLite store a single evaluation is decided on the event loop and awaits
+its budget unit (decisions.md 91); otherwise its stages run in a worker thread.
 """
 
 from __future__ import annotations
@@ -23,18 +26,22 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tessera.app import Tessera
-from tessera.errors import InvalidInput, TesseraError, Unauthenticated
+from tessera.audit.record import current_request_id
+from tessera.errors import InvalidInput, PayloadTooLarge, TesseraError, Unauthenticated
 from tessera.http import signals
+from tessera.http.asgi import request_id
 from tessera.http.problems import problem
+from tessera.http.ratelimit import TokenBucket, too_many
 from tessera.pdp.agents import Caller
 from tessera.pdp.model import Decision, EvaluationRequest, parse_evaluation, parse_evaluations
 from tessera.pdp.ports import DecisionRecord
@@ -133,7 +140,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request bodies are limited to {max_bytes} bytes")
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -142,6 +153,8 @@ async def _read_body(receive: Receive) -> bytes:
             raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
         if size > MAX_BODY:
             raise InvalidInput(f"request bodies are limited to {MAX_BODY} bytes")
         chunks.append(chunk)
@@ -174,11 +187,16 @@ def _consistency_token(body: Any) -> bool:
 
 class AuthzenApi:
     """``POST /access/v1/evaluation``, ``/evaluations`` and ``/search/{kind}`` as one ASGI
-    handler: the same checks, answers and errors as FastAPI routes, without their per
-    request layers (routing over every route, ``Request`` objects, anyio's thread limiter)."""
+    handler: the same checks, answers and errors as FastAPI routes and the server's
+    middlewares, without their per request layers (ten ASGI layers, routing over every
+    route, ``Request`` objects, anyio's thread limiter)."""
 
     def __init__(self, tessera: Tessera) -> None:
         self.tessera = tessera
+        config = tessera.config
+        self.max_bytes = config.max_request_bytes  # what the BodyLimit middleware applies
+        # the RateLimit middleware's rule (per client address and path), for these paths
+        self.bucket = TokenBucket(float(config.rate_limit), float(2 * config.rate_limit))
         self.routes: dict[str, Callable[[Scope, Receive], Awaitable[bytes]]] = {
             "/access/v1/evaluation": self._evaluation,
             "/access/v1/evaluations": self._evaluations,
@@ -186,6 +204,10 @@ class AuthzenApi:
         for kind in ("subject", "resource", "action"):
             self.routes[f"/access/v1/search/{kind}"] = functools.partial(self._search, kind)
         self._threads = DecisionThreads(WORKERS)
+        # decisions.md 91: on an embedded SQLite store a single evaluation is decided on
+        # the event loop (its reads take microseconds) and awaits its budget unit; on a
+        # store across the network its stages run in a worker thread.
+        self._inline = getattr(tessera.store, "backend", "") == "sqlite"
 
     def route(self, scope: Scope) -> Callable[[Scope, Receive], Awaitable[bytes]] | None:
         """The endpoint for this request's path (under the app's ``root_path``, if any)."""
@@ -195,20 +217,63 @@ class AuthzenApi:
             path = path[len(root) :]
         return self.routes.get(path)
 
+    def claims(self, scope: Scope) -> bool:
+        """Whether the front door answers this request (``TesseraApp``)."""
+        return scope["type"] == "http" and scope["method"] == "POST" and bool(self.route(scope))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.route(scope)
         if handler is None:  # only reachable through the router, which matched the path
             raise RuntimeError(f"no AuthZEN endpoint at {scope['path']!r}")
+        rid = request_id(scope)
+        rid_header = (b"x-request-id", rid.encode())
+        refused = self._refuse(scope)
+        if refused is not None:
+            refused.headers["x-request-id"] = rid
+            await refused(scope, receive, send)
+            return
+        token = current_request_id.set(rid)  # the audit records written for this request
         try:
             payload = await handler(scope, receive)
         except _Disconnected:
             return
         except TesseraError as exc:
-            await _fail(exc)(scope, receive, send)
+            failed = _fail(exc)
+            failed.headers["x-request-id"] = rid
+            await failed(scope, receive, send)
             return
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        except Exception:  # what the server's error middleware would answer
+            log.exception("unexpected error")
+            failed = problem(
+                500, "internal_error", "Internal error", "the server could not complete the request"
+            )
+            failed.headers["x-request-id"] = rid
+            await failed(scope, receive, send)
+            return
+        finally:
+            current_request_id.reset(token)
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode()), rid_header]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+    def _refuse(self, scope: Scope) -> Response | None:
+        """The body limit's 413 (by ``Content-Length``) and the rate limit's 429, as the
+        ``BodyLimit`` and ``RateLimit`` middlewares answer them."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    exc = _too_large(self.max_bytes)
+                    return problem(413, exc.code, "Payload too large", exc.message)
+        if self.bucket.rate > 0:
+            client = scope.get("client") or ("unknown", 0)
+            wait = self.bucket.take(f"{client[0]}|{scope['path']}", time.monotonic())
+            if wait > 0:
+                return too_many(wait)
+        return None
 
     def close(self) -> None:
         self._threads.close()
@@ -221,7 +286,8 @@ class AuthzenApi:
         req = parse_evaluation(body)
         await self._at_least(body)
         point = self.tessera.pdp.point
-        decision = await self._thread(functools.partial(point.decide, req, caller, consume=True))
+        offload = None if self._inline else self._thread
+        decision = await point.decide_async(req, caller, consume=True, offload=offload)
         await self._record(DecisionRecord("evaluation", caller.service_id, rid, ((req, decision),)))
         return _dumps(decision.to_authzen(explain=_explain(scope, body)))
 
@@ -230,7 +296,11 @@ class AuthzenApi:
         caller, body, rid = await self._begin(scope, receive)
         reqs, semantic = parse_evaluations(body)
         await self._at_least(body)
-        decisions = await self._thread(functools.partial(self._batch, reqs, semantic, caller))
+        if self._inline:
+            point = self.tessera.pdp.point
+            decisions = await point.decide_many_async(reqs, caller, semantic=semantic)
+        else:
+            decisions = await self._thread(functools.partial(self._batch, reqs, semantic, caller))
         pairs = tuple(zip(reqs, decisions, strict=False))
         await self._record(DecisionRecord("evaluations", caller.service_id, rid, pairs))
         explain = _explain(scope, body)
@@ -254,7 +324,7 @@ class AuthzenApi:
         caller = callers.cached(authorization, now)
         if caller is None:  # a miss reads the store: not on the event loop
             caller = await self._thread(functools.partial(callers.authenticate, authorization, now))
-        body = _json(await _read_body(receive))
+        body = _json(await _read_body(receive, self.max_bytes))
         rid = scope.get("state", {}).get("request_id")
         return caller, body, rid if isinstance(rid, str) else _header(scope, b"x-request-id")
 
@@ -284,20 +354,6 @@ class AuthzenApi:
         return await self._threads.run(fn)
 
 
-class AuthzenShortcut:
-    """Send ``POST`` requests for the AuthZEN endpoints straight to ``AuthzenApi``."""
-
-    def __init__(self, app: ASGIApp, api: AuthzenApi) -> None:
-        self.app = app
-        self.api = api
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self.api.route(scope):
-            await self.api(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 async def configuration(request: Request) -> Response:
     """AuthZEN §9: PDP metadata."""
     iss = request.app.state.tessera.config.issuer
@@ -316,9 +372,9 @@ async def configuration(request: Request) -> Response:
 
 def install(app: Any, tessera: Tessera) -> None:
     """Routes (the router answers 405 for other methods and serves the metadata) and the
-    shortcut. Call it before the audit request-id, request-id and limit middlewares are
-    added, so that they wrap the shortcut."""
+    front door (``TesseraApp.front``) for the ``POST`` endpoints."""
     api = AuthzenApi(tessera)
+    app.front = api
     app.add_route(
         "/.well-known/authzen-configuration",
         configuration,
@@ -327,5 +383,4 @@ def install(app: Any, tessera: Tessera) -> None:
     )
     for path in api.routes:
         app.add_route(path, api, methods=["POST"], include_in_schema=False)
-    app.add_middleware(AuthzenShortcut, api=api)
     app.router.on_shutdown.append(api.close)

@@ -4,11 +4,11 @@ style error body (these endpoints speak OAuth/AuthZEN, not problem+json)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 MAX_CLIENTS = 50_000
@@ -55,19 +55,13 @@ class RateLimit:
         if wait == 0:
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"error": "temporarily_unavailable", "error_description": "rate limit exceeded"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"cache-control", b"no-store"),
-                    (b"retry-after", str(max(1, int(wait + 0.999))).encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await too_many(wait)(scope, receive, send)
+
+
+def too_many(wait: float) -> Response:
+    """429 with ``Retry-After`` and an OAuth style error body."""
+    return JSONResponse(
+        {"error": "temporarily_unavailable", "error_description": "rate limit exceeded"},
+        status_code=429,
+        headers={"cache-control": "no-store", "retry-after": str(max(1, int(wait + 0.999)))},
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from tessera.clock import Clock
@@ -94,6 +94,32 @@ def _error(stage: str, exc: BaseException) -> StageResult:
     msg = getattr(exc, "message", None) or type(exc).__name__
     code = getattr(exc, "code", None) or "evaluation_error"
     return StageResult(stage, "error", (Reason(stage, str(code), str(msg)[:300]),))
+
+
+_ONE_CALL: Final[Mapping[str, int]] = {"tool_calls": 1}
+
+
+class _Spend:
+    """A decision that allows so far and waits for its ``tool_calls`` unit."""
+
+    __slots__ = ("active", "agent", "approved", "decision_id", "req", "risk", "trace")
+
+    def __init__(
+        self,
+        req: EvaluationRequest,
+        active: ActiveBundle,
+        trace: list[StageResult],
+        agent: AgentSubject,
+        approved: StageResult | None,
+        risk: RiskScore | None,
+        decision_id: str,
+    ) -> None:
+        self.req, self.active, self.trace, self.agent = req, active, trace, agent
+        self.approved, self.risk, self.decision_id = approved, risk, decision_id
+
+    @property
+    def sid(self) -> str:
+        return self.agent.claims.sid
 
 
 class _Batch:
@@ -228,6 +254,60 @@ class DecisionPoint:
         ``tool_calls`` unit of the agent's session budget when everything else allows."""
         return self._decide(req, caller, self.bundles.active(), _Batch(memo), consume)
 
+    async def decide_async(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        *,
+        consume: bool = False,
+        offload: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+    ) -> Decision:
+        """``decide`` for coroutines: the same decision, with the budget unit awaited
+        (``BudgetLedger.consume_async``: the budget group commit) instead of blocking a
+        thread. The stages before it run in the caller (they read the store: fine on an
+        embedded SQLite store) or through ``offload`` (a worker thread, for a store across
+        the network); what follows the spend (the verdict, the observer) is in memory."""
+
+        def begin() -> Decision | _Spend:
+            return self._until_spend(req, caller, self.bundles.active(), _Batch(), consume)
+
+        step = begin() if offload is None else await offload(begin)
+        return step if isinstance(step, Decision) else await self._spend_async(step)
+
+    async def decide_many_async(
+        self,
+        requests: Sequence[EvaluationRequest],
+        caller: Caller,
+        *,
+        semantic: str = "execute_all",
+        consume: bool = True,
+    ) -> list[Decision]:
+        """``decide_many`` for coroutines, every stage in the caller (an embedded store):
+        each decision in turn, awaiting its budget unit; the same amortised reads."""
+        active = self.bundles.active()
+        batch = _Batch()
+        out: list[Decision] = []
+        for req in requests:
+            step = self._until_spend(req, caller, active, batch, consume)
+            d = step if isinstance(step, Decision) else await self._spend_async(step)
+            out.append(d)
+            if semantic == "deny_on_first_deny" and not d.allowed:
+                break
+            if semantic == "permit_on_first_permit" and d.allowed:
+                break
+        return out
+
+    async def _spend_async(self, step: _Spend) -> Decision:
+        spend = getattr(self.budgets, "consume_async", None)
+        try:
+            if spend is not None:
+                ok, error = await spend(step.sid, _ONE_CALL), None
+            else:
+                ok, error = self._spend(step.sid), None
+        except Exception as exc:
+            ok, error = False, exc
+        return self._after_spend(step, ok, error)
+
     def _decide(
         self,
         req: EvaluationRequest,
@@ -236,6 +316,30 @@ class DecisionPoint:
         batch: _Batch,
         consume: bool,
     ) -> Decision:
+        step = self._until_spend(req, caller, active, batch, consume)
+        if isinstance(step, Decision):
+            return step
+        try:
+            ok, error = self._spend(step.sid), None
+        except Exception as exc:
+            ok, error = False, exc
+        return self._after_spend(step, ok, error)
+
+    def _spend(self, sid: str) -> bool:
+        if self.budgets is None:  # pragma: no cover - a _Spend exists only with a ledger
+            raise RuntimeError("no budget ledger")
+        return self.budgets.consume(sid, _ONE_CALL)
+
+    def _until_spend(
+        self,
+        req: EvaluationRequest,
+        caller: Caller,
+        active: ActiveBundle | None,
+        batch: _Batch,
+        consume: bool,
+    ) -> Decision | _Spend:
+        """Every stage up to the budget unit: the decision, or what it waits for when it
+        allows so far and spends a metered session's ``tool_calls`` unit."""
         # a keyed-hash id: no GIL-releasing urandom per decision (tessera/ids.py)
         decision_id = "dec_" + unique_hex(10)
         if active is None:
@@ -244,8 +348,9 @@ class DecisionPoint:
         trace: list[StageResult] = []
         agent: AgentSubject | None = None
         approved: StageResult | None = None
+        risk: RiskScore | None = None
         try:
-            agent = self._run(req, caller, active.bundle, trace, batch)
+            agent, risk = self._run(req, caller, active.bundle, trace, batch)
             if consume and combine(trace)[0] == "approval_required":
                 token_stage = honour_approval_token(self.approvals, req, agent)
                 if token_stage is not None:
@@ -256,9 +361,44 @@ class DecisionPoint:
                 and agent is not None
                 and (approved is not None or combine(trace)[0] == "allow")
             ):
-                self._stage(trace, "budget", lambda: self._consume(agent))
+                if self.budgets is not None and "tool_calls" in agent.claims.grant.budgets:
+                    return _Spend(req, active, trace, agent, approved, risk, decision_id)
+                trace.append(StageResult("budget", "skip"))
         except Exception as exc:  # fail closed: any failure is a deny with its reason
             trace.append(_error("pipeline", exc))
+        return self._conclude(req, active, trace, agent, approved, risk, decision_id, consume)
+
+    def _after_spend(self, step: _Spend, ok: bool, error: BaseException | None) -> Decision:
+        if error is not None:  # fail closed: the decision denies with the error
+            result = _error("budget", error)
+        elif ok:
+            result = StageResult("budget", "skip", detail={"consumed": dict(_ONE_CALL)})
+        else:
+            reason = Reason("budget", "budget_exhausted", "the session's tool_calls are spent")
+            result = StageResult("budget", "deny", (reason,))
+        step.trace.append(result)
+        return self._conclude(
+            step.req,
+            step.active,
+            step.trace,
+            step.agent,
+            step.approved,
+            step.risk,
+            step.decision_id,
+            True,
+        )
+
+    def _conclude(
+        self,
+        req: EvaluationRequest,
+        active: ActiveBundle,
+        trace: list[StageResult],
+        agent: AgentSubject | None,
+        approved: StageResult | None,
+        risk: RiskScore | None,
+        decision_id: str,
+        consume: bool,
+    ) -> Decision:
         verdict, reasons = combine(trace)
         if verdict == "approval_required" and approved is not None:
             # INVARIANT: only a redeemed one-shot token for exactly this call lifts
@@ -267,7 +407,7 @@ class DecisionPoint:
         decision = Decision(verdict, reasons, decision_id, active.version, tuple(trace))
         if consume and self.observer is not None:
             try:  # the observer learns from the decision; it can never change it
-                self.observer.observe(req, agent, decision)
+                self.observer.observe(req, agent, decision, risk)
             except Exception:  # learning is best effort; the decision is already made
                 log.exception("decision observer failed")
         return decision
@@ -279,23 +419,26 @@ class DecisionPoint:
         bundle: PolicyBundle,
         trace: list[StageResult],
         batch: _Batch,
-    ) -> AgentSubject | None:
+    ) -> tuple[AgentSubject | None, RiskScore | None]:
+        """The stages up to the risk rules: the verified agent and its behaviour score;
+        both None for other subjects and when a stage ended the pipeline (then nothing is
+        spent and the observer learns nothing)."""
         agent: AgentSubject | None = None
         if req.subject.type == AGENT:
             verified = self._stage(trace, "token", lambda: self._token(req, caller, batch.memo))
             if verified is None:
-                return None
+                return None, None
             agent = verified
             if self._stage(trace, "limits", lambda: self._limits(req, agent, bundle)) is None:
-                return None
+                return None, None
         if self._stage(trace, "rebac", lambda: self._rebac(req, agent, bundle)) is None:
-            return None
+            return None, None
         risk = self.behaviour_score(req, agent, trace)
         if (
             self._stage(trace, "policy", lambda: self._cedar(req, agent, bundle, risk, batch))
             is None
         ):
-            return None
+            return None, None
         needs_human = approval_stage(bundle, req, trace, risk)[0]  # issue 8: only tightens
         if needs_human.outcome != "skip":
             trace.append(needs_human)
@@ -308,15 +451,7 @@ class DecisionPoint:
                 "external_content"
             ) is True:
                 self.taint.taint(agent.claims.sid, req.action.name)
-        return agent
-
-    def _consume(self, agent: AgentSubject) -> tuple[StageResult, None]:
-        if self.budgets is None or "tool_calls" not in agent.claims.grant.budgets:
-            return StageResult("budget", "skip"), None
-        if self.budgets.consume(agent.claims.sid, {"tool_calls": 1}):
-            return StageResult("budget", "skip", detail={"consumed": {"tool_calls": 1}}), None
-        reason = Reason("budget", "budget_exhausted", "the session's tool_calls are spent")
-        return StageResult("budget", "deny", (reason,)), None
+        return agent, risk
 
     def _stage(self, trace: list[StageResult], name: str, fn: Callable[[], Any]) -> Any:
         """Run a stage; append its result; return its value, or None when it ended the

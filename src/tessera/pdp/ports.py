@@ -75,12 +75,15 @@ class MemoryAttributes:
 class RiskScore:
     """A behaviour score from 0 (normal) to 100; ``available`` is false when the scorer
     failed or timed out, in which case the deterministic decision stands. ``reasons``
-    name the features that drove the score, or why it is unavailable."""
+    name the features that drove the score, or why it is unavailable. ``learn`` is the
+    scorer's own note for learning from the decision it scored (handed back to it with the
+    decision, ``DecisionObserver.observe``), opaque to the pipeline."""
 
     score: int = 0
     level: str = "none"
     available: bool = True
     reasons: tuple[str, ...] = ()
+    learn: Any = field(default=None, compare=False, repr=False)
 
 
 class BehaviourScorer(Protocol):
@@ -106,10 +109,15 @@ class NeutralBehaviour:
 
 class DecisionObserver(Protocol):
     """Told about every real decision (evaluation or batch item, never search or explain)
-    after it is made; it cannot change it (the behaviour engine learns from it)."""
+    after it is made; it cannot change it (the behaviour engine learns from it). ``risk`` is
+    the behaviour score the decision used (None when no score was reached)."""
 
     def observe(
-        self, request: EvaluationRequest, agent: AgentSubject | None, decision: Decision
+        self,
+        request: EvaluationRequest,
+        agent: AgentSubject | None,
+        decision: Decision,
+        risk: RiskScore | None = None,
     ) -> None: ...
 
 
