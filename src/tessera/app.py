@@ -206,6 +206,8 @@ def build(
     )
     # decisions.md 85: `policy apply --with-model` writes the pinned model
     t.pdp.policies.models = rebac
+    # decisions.md 89: `rebac model apply` refuses a model the active bundle does not pin
+    rebac.pins = t.pdp.policies
     # cached PDP callers are forgotten on service/credential/key events
     tailer.subscribe("pdp-callers", t.pdp.callers.on_events)
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle
