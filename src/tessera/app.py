@@ -165,6 +165,7 @@ def build(
         dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
     )
     posture, reviews = build_posture(config, clock, store, identity, sessions)
+    usernames = UsernameOf(store)  # one cache for the ReBAC stage and the directory
     t = Tessera(
         config=config,
         clock=clock,
@@ -186,13 +187,14 @@ def build(
             rebac=rebac,
             tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
-            user_ref=UsernameOf(store),
+            user_ref=usernames,
             # budget decrements at decision time written in groups
             budgets=GroupedSessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
             # the directory from the store, followed through the tailer
-            attributes=StoredDirectory(store, tailer),
+            # users by username, as ReBAC names them (decisions.md 90)
+            attributes=StoredDirectory(store, tailer, username_of=usernames),
         ),
         approvals=approvals,
         approval_edges=approval_edges,
