@@ -106,7 +106,8 @@ def tessera(engine: Engine, clock: ManualClock, tmp_path: Path) -> Iterator[Tess
     config = make_config(tmp_path)
     initialise(config, clock=clock, engine=engine)
     t = build(config, clock=clock, engine=engine)
-    return t
+    yield t
+    t.close()  # before the engine fixture drops its schema: no flusher outlives it
 
 
 @pytest.fixture
@@ -116,4 +117,4 @@ def sqlite_tessera(tmp_path: Path, clock: ManualClock) -> Iterator[Tessera]:
     initialise(config, clock=clock, engine=eng)
     t = build(config, clock=clock, engine=eng)
     yield t
-    eng.dispose()
+    t.close()  # also disposes the engine

@@ -165,6 +165,7 @@ def build(
         dev_issuers=TrustedIssuers([dev_issuer(config, dev_key)]) if dev_key else None,
     )
     posture, reviews = build_posture(config, clock, store, identity, sessions)
+    usernames = UsernameOf(store)  # one cache for the ReBAC stage and the directory
     t = Tessera(
         config=config,
         clock=clock,
@@ -186,13 +187,14 @@ def build(
             rebac=rebac,
             tailer=tailer,
             recorder=AuditDecisionRecorder(audit),
-            user_ref=UsernameOf(store),
+            user_ref=usernames,
             # budget decrements at decision time written in groups
             budgets=GroupedSessionBudgets(store),
             behaviour=scorer,
             observer=scorer,
             # the directory from the store, followed through the tailer
-            attributes=StoredDirectory(store, tailer),
+            # users by username, as ReBAC names them (decisions.md 90)
+            attributes=StoredDirectory(store, tailer, username_of=usernames),
         ),
         approvals=approvals,
         approval_edges=approval_edges,
@@ -206,6 +208,8 @@ def build(
     )
     # decisions.md 85: `policy apply --with-model` writes the pinned model
     t.pdp.policies.models = rebac
+    # decisions.md 89: `rebac model apply` refuses a model the active bundle does not pin
+    rebac.pins = t.pdp.policies
     # cached PDP callers are forgotten on service/credential/key events
     tailer.subscribe("pdp-callers", t.pdp.callers.on_events)
     approvals.bundles = t.pdp.policies  # issue 8: approval rules come from the bundle

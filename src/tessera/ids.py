@@ -32,6 +32,14 @@ def new_id(kind: str) -> str:
     return f"{prefix}_{body}"
 
 
+_IDS = {kind: re.compile(rf"^{prefix}_[{_ALPHABET}]{{16}}$") for kind, prefix in PREFIXES.items()}
+
+
+def is_id(kind: str, value: str) -> bool:
+    """``value`` has the shape of a ``new_id(kind)`` (it may still name nothing)."""
+    return bool(_IDS[kind].fullmatch(value))
+
+
 def is_valid_name(value: str) -> bool:
     """Names (operators, agents, services) are lower-case slugs, 1 to 63 characters."""
     return bool(_NAME.fullmatch(value))

@@ -76,6 +76,12 @@ class ApprovalWorld:
     pep_key: str
     users: dict[str, str]
 
+    def close(self) -> None:
+        """The client, then the instance (its behaviour flusher, tailer and pool): the
+        engine fixture drops the PostgreSQL schema next."""
+        self.http.close()
+        self.t.close()
+
     def session(self, *, on_behalf: bool = True, resource: str = "gw") -> str:
         now = self.clock.timestamp()
         form: dict[str, Any] = {

@@ -22,7 +22,7 @@ PUBLISH = {"title": "Q3 plan", "password": "hunter2"}
 def w(engine: Engine, tmp_path: Path) -> Iterator[ApprovalWorld]:
     world = build_world(engine, tmp_path)
     yield world
-    world.http.close()
+    world.close()
 
 
 def _codes(body: dict[str, object]) -> list[str]:
@@ -212,13 +212,16 @@ def test_identical_requests_are_grouped_and_repeated_denials_auto_deny(w: Approv
 
 def test_per_approver_rate_limit(engine: Engine, tmp_path: Path) -> None:
     w = build_world(engine, tmp_path)
-    token = w.session()
-    for i in range(20):
-        assert w.backchannel(token, "docs/publish", f"r{i}", {"n": i}).json()["auth_req_id"]
-    over = w.backchannel(token, "docs/publish", "r99", {"n": 99}).json()["auth_req_id"]
-    req = w.t.approvals.get(over)
-    assert req.status == "denied"
-    assert req.outcome == "auto_denied: approver rate limit"
+    try:
+        token = w.session()
+        for i in range(20):
+            assert w.backchannel(token, "docs/publish", f"r{i}", {"n": i}).json()["auth_req_id"]
+        over = w.backchannel(token, "docs/publish", "r99", {"n": 99}).json()["auth_req_id"]
+        req = w.t.approvals.get(over)
+        assert req.status == "denied"
+        assert req.outcome == "auto_denied: approver rate limit"
+    finally:
+        w.close()
 
 
 def _call(w: ApprovalWorld, token: str, args: dict[str, object]) -> CallToApprove:
@@ -375,7 +378,7 @@ def test_ping_and_push_delivery(engine: Engine, tmp_path: Path, mode: str) -> No
             assert ok["decision"] is True
     finally:
         rx.close()
-        w.http.close()
+        w.close()
 
 
 def test_group_webhook_is_notified_of_new_requests(engine: Engine, tmp_path: Path) -> None:
@@ -407,7 +410,7 @@ def test_group_webhook_is_notified_of_new_requests(engine: Engine, tmp_path: Pat
         assert body["console"].endswith("/console/approvals")
     finally:
         rx.close()
-        w.http.close()
+        w.close()
 
 
 def test_concurrent_redemptions_succeed_exactly_once(w: ApprovalWorld) -> None:
@@ -475,4 +478,4 @@ def test_failed_push_is_retried_with_a_fresh_token(engine: Engine, tmp_path: Pat
         assert ok["decision"] is True
     finally:
         rx.close()
-        w.http.close()
+        w.close()

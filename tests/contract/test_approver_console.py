@@ -26,7 +26,7 @@ def w(engine: Engine, tmp_path: Path) -> Iterator[ApprovalWorld]:
     # WebAuthn RP IDs are domain names, never IP addresses.
     world = build_world(engine, tmp_path, TESSERA_ISSUER="http://localhost:8080")
     yield world
-    world.http.close()
+    world.close()
 
 
 def _enroll(w: ApprovalWorld, user: str) -> tuple[TestClient, SoftAuthenticator]:
@@ -173,7 +173,7 @@ def test_no_dev_fallback_outside_dev_mode(engine: Engine, tmp_path: Path) -> Non
     assert "Development only" not in browser.get("/console/approvals").text
     r = browser.post("/console/api/dev-login", json={"user_token": "x"}, headers=H)
     assert r.status_code == 403
-    w.http.close()
+    w.close()
 
 
 def test_expired_console_sessions_and_links_are_purged(w: ApprovalWorld) -> None:

@@ -173,3 +173,34 @@ def test_changes_are_audited_in_their_transaction(tessera: Tessera) -> None:
     # The server's decision point reads the same directory (app.py wiring).
     assert isinstance(tessera.pdp.attributes, StoredDirectory)
     assert tessera.pdp.attributes.attributes("document", "roadmap") == {"classification": "secret"}
+
+
+def test_users_are_read_by_the_username_rebac_names_them_by(tessera: Tessera) -> None:
+    """decisions.md 90: a user named by Tessera id (an agent's acting-for user, the token's
+    ``sub``) reads ``user:<username>`` first, then ``user:<user id>``."""
+    alice = tessera.identity.create_user("alice", actor="test").value
+    bob = tessera.identity.create_user("bob", actor="test").value
+    ghost = "usr_" + "0" * 16  # id-shaped, no such user
+    tessera.directory.load(
+        {
+            "user": {
+                "alice": {"clearance": 2},
+                alice.id: {"clearance": 0},  # shadowed by the username entry
+                bob.id: {"clearance": 1},  # no username entry: the id entry applies
+                ghost: {"clearance": 3},
+                "carol": {"clearance": 4},  # not a Tessera user (a plain AuthZEN subject)
+            },
+            "agent": {alice.id: {"clearance": 5}},  # other types are never renamed
+        },
+        actor="test",
+    )
+    directory = tessera.pdp.attributes  # the decision point's, as app.py wires it
+    assert directory.attributes("user", alice.id) == {"clearance": 2}
+    assert directory.attributes("user", "alice") == {"clearance": 2}
+    assert directory.attributes("user", bob.id) == {"clearance": 1}
+    assert directory.attributes("user", ghost) == {"clearance": 3}
+    assert directory.attributes("user", "carol") == {"clearance": 4}
+    assert directory.attributes("agent", alice.id) == {"clearance": 5}
+    tessera.directory.delete("user", "alice", actor="test")
+    tessera.clock.advance(2)
+    assert directory.attributes("user", alice.id) == {"clearance": 0}

@@ -225,11 +225,13 @@ upstreams:
 
 
 @pytest.fixture
-def live(engine: Engine, tmp_path: Path) -> Tessera:
+def live(engine: Engine, tmp_path: Path) -> Iterator[Tessera]:
     """A Tessera on each backend with the real clock (tokens and proofs carry real times)."""
     config = make_config(tmp_path)
     initialise(config, clock=SystemClock(), engine=engine)
-    return build(config, clock=SystemClock(), engine=engine)
+    t = build(config, clock=SystemClock(), engine=engine)
+    yield t
+    t.close()  # before the engine fixture drops its schema
 
 
 @pytest.fixture

@@ -321,3 +321,35 @@ def test_allowed_decisions_spend_the_session_budget(pdp: Pdp) -> None:
     assert _codes(body) == ["budget_exhausted"]
     # a denied evaluation spends nothing (the counter stays at zero, never negative)
     assert pdp.t.sessions.get_session(sid)[1]["tool_calls"] == 0
+
+
+def test_the_acting_for_user_has_the_directory_entry_of_its_username(pdp: Pdp) -> None:
+    """decisions.md 90: ReBAC checks ``user:alice`` for an agent acting for alice, and the
+    directory entry ``user:alice`` is the one Cedar gets for her (her token names her by
+    id); ``user:<id>`` applies only when there is no username entry."""
+    alice = pdp.t.identity.get_user("alice")
+    files = read_bundle_dir(BUNDLE)
+    files["schema.cedarschema"] = files["schema.cedarschema"].replace(
+        "entity user;", "entity user { clearance?: Long };"
+    )
+    files["hr.cedar"] = (
+        '@id("cleared-users-only")\n'
+        "forbid (principal is agent, action, resource)\n"
+        f'when {{ principal.user == "{alice.id}" && user::"{alice.id}" has clearance\n'
+        f'       && user::"{alice.id}".clearance < 2 }};\n'
+    )
+    pdp.t.pdp.policies.apply(files, actor="test")
+    token = pdp.session(on_behalf=True)
+    assert pdp.ask(token, "docs/read")["decision"] is True  # no entry: no clearance
+    ct = pdp.t.directory.load(
+        {"user": {alice.id: {"clearance": 1}}}, actor="test"
+    ).consistency_token
+    body = pdp.ask(token, "docs/read", context={"consistency_token": ct})
+    assert body["decision"] is False  # the id entry, as there is no username entry
+    ct = pdp.t.directory.load({"user": {"alice": {"clearance": 3}}}, actor="test").consistency_token
+    body = pdp.ask(token, "docs/read", context={"consistency_token": ct})
+    assert body["decision"] is True, body  # the username entry wins
+    ct = pdp.t.directory.set("user", "alice", {"clearance": 0}, actor="test").consistency_token
+    body = pdp.ask(token, "docs/read", context={"consistency_token": ct})
+    assert body["decision"] is False
+    assert "cleared-users-only" in [r.get("message") for r in body["context"]["reasons"]]

@@ -1,7 +1,8 @@
 """``policy apply`` and the ReBAC service's active model on SQLite and PostgreSQL
 (decisions.md 85): a bundle pinning another model is refused unless its model is applied in
-the same transaction, and decisions under a bundle whose pinned model is no longer the
-active one deny with ``model_mismatch``."""
+the same transaction, a model the active bundle does not pin is refused unless forced
+(decisions.md 89), and decisions under a bundle whose pinned model is no longer the active
+one deny with ``model_mismatch``."""
 
 from __future__ import annotations
 
@@ -96,9 +97,37 @@ def test_decisions_deny_once_another_model_becomes_active(tessera: Tessera) -> N
     t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
     t.rebac.write_tuples([RelationTuple("document:1", "viewer", "user:alice")], actor="test")
     assert _ask(t, "docs/read") == ["allow:permit"]
-    t.rebac.apply_model(OTHER_MODEL, actor="rebac-admin")  # e.g. `tessera rebac model apply`
+    # e.g. `tessera rebac model apply --force` (decisions.md 89)
+    t.rebac.apply_model(OTHER_MODEL, actor="rebac-admin", force=True)
     assert _ask(t, "docs/read") == ["deny:model_mismatch"]
     assert _ask(t, "docs/search") == ["allow:permit"]  # Cedar only: no relation to check
     t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
     t.clock.advance(2)  # the active bundle is re-read at most once a second
     assert _ask(t, "docs/read") == ["allow:permit"]
+
+
+def test_a_model_the_active_bundle_does_not_pin_is_refused(tessera: Tessera) -> None:
+    t = tessera
+    t.rebac.apply_model(OTHER_MODEL, actor="test")  # no bundle yet: nothing pins a model
+    t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
+    pinned = t.rebac.active_model()
+    events = _types(t)
+    with pytest.raises(ModelMismatch) as refused:
+        t.rebac.apply_model(OTHER_MODEL, actor="rebac-admin")
+    assert refused.value.status == 409
+    assert refused.value.code == "policy_model_mismatch"
+    assert "the active policy bundle (version 1) pins ReBAC model sha256:" in refused.value.message
+    assert t.rebac.active_model().id == pinned.id  # nothing of the refused apply was written
+    assert _types(t) == events
+    assert t.rebac.pinned_model_mismatch(pinned) is None
+    # The pinned model itself needs no flag.
+    again = t.rebac.apply_model((BUNDLE / "model.fga").read_text(), actor="rebac-admin")
+    assert t.rebac.pinned_model_mismatch(again.value) is None
+    forced = t.rebac.apply_model(OTHER_MODEL, actor="rebac-admin", force=True).value
+    assert t.rebac.active_model().id == forced.id
+    mismatch = t.rebac.pinned_model_mismatch(forced)
+    assert mismatch is not None
+    assert mismatch.version == 1
+    # A bundle without a .fga pins nothing: any model may be applied after it.
+    t.pdp.policies.apply(read_bundle_dir(BUNDLE.parent / "authzen-search"), actor="test")
+    t.rebac.apply_model((BUNDLE / "model.fga").read_text(), actor="rebac-admin")

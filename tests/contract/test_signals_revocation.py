@@ -29,7 +29,7 @@ def pdp(world: World) -> Pdp:  # noqa: F811
 def other_node(world: World) -> Any:  # noqa: F811
     node = build(world.t.config, engine=world.t.store.engine)  # its own store and tailer
     yield node
-    node.tailer.stop()
+    node.close()  # behaviour flusher, push worker, tailer: none outlives the schema
 
 
 def _session(pdp: Pdp, on_behalf: bool = False) -> str:

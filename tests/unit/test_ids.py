@@ -34,3 +34,12 @@ def test_a_forked_child_draws_its_own_key() -> None:
     os.close(write)
     assert child != before
     assert ids._State.key == before
+
+
+def test_is_id_knows_the_shape_of_each_kind() -> None:
+    uid = ids.new_id("user")
+    assert ids.is_id("user", uid)
+    assert not ids.is_id("agent", uid)
+    assert not ids.is_id("user", "alice")
+    assert not ids.is_id("user", uid + "x")
+    assert not ids.is_id("user", uid.replace(uid[-1], "i"))  # not Crockford base32

@@ -14,7 +14,7 @@ from tessera.cli.main import ACTOR, JsonOpt, _json_arg, _tessera, app
 from tessera.cli.output import cli_errors, console, emit, emit_json, err_console, fail, kv, table
 from tessera.clock import iso
 from tessera.errors import TesseraError
-from tessera.rebac.jsonmodel import model_digest, model_from_json, model_to_json
+from tessera.rebac.jsonmodel import model_to_json
 from tessera.rebac.modules import load_modular_model
 from tessera.rebac.ports import RelationTuple
 from tessera.rebac.service import MAX_BATCH
@@ -82,8 +82,19 @@ def _batches(tuples: list[RelationTuple]) -> Iterator[list[RelationTuple]]:
 def model_apply(
     file: Annotated[Path, typer.Argument(help="model.fga (DSL), model.json, or fga.mod")],
     as_json: JsonOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="make the model active even though the active policy bundle pins another "
+            "one: every decision on an action mapped to a relation then denies "
+            "(model_mismatch) until a bundle pinning this model is applied",
+        ),
+    ] = False,
 ) -> None:
-    """Validate a model and make it the active one."""
+    """Validate a model and make it the active one. Refused (exit 2) when the active
+    policy bundle pins another model, unless --force (decisions.md 89); to change both,
+    put the model in the bundle and run `tessera policy apply DIR --with-model`."""
     with cli_errors():
         source: str | dict[str, Any]
         if file.name == "fga.mod":
@@ -95,26 +106,24 @@ def model_apply(
         else:
             source = _read(file, "model")
         t = _tessera()
-        w = t.rebac.apply_model(source, actor=ACTOR)
+        w = t.rebac.apply_model(source, actor=ACTOR, force=force)
     m = w.value
     types = len(m.json.get("type_definitions", []))
     if as_json:
         emit_json({"id": m.id, "types": types, "consistency_token": w.consistency_token})
     else:
         kv([("model", m.id), ("types", types), ("consistency", w.consistency_token)])
+    if not force:
+        return
     with cli_errors():
-        active = t.pdp.policies.active()
-    pinned = active.bundle.rebac_model_digest if active is not None else None
-    if (
-        active is not None
-        and pinned is not None
-        and pinned != model_digest(model_from_json(m.json, validate=False))
-    ):
+        pin = t.rebac.pinned_model_mismatch(m)
+    if pin is not None:
         # decisions.md 85: the bundle's relations are no longer evaluated
         err_console.print(
-            f"warning: the active policy bundle (version {active.version}) pins another "
-            "model: decisions that check relations deny with model_mismatch until a "
-            "bundle pinning this model is applied (tessera policy apply DIR --with-model)",
+            f"warning: forced: the active policy bundle (version {pin.version}) pins another "
+            "model, so every decision on an action mapped to a relation now DENIES "
+            "(model_mismatch) until a bundle pinning this model is applied "
+            "(tessera policy apply DIR --with-model)",
             markup=False,
         )
 

@@ -209,13 +209,31 @@ def _tuples(items: Sequence[TupleIn]) -> list[RelationTuple]:
 # -- models -------------------------------------------------------------------------------
 
 
-@router.post("/models", status_code=201, response_model=ModelOut)
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelOut,
+    responses={409: {"description": "the active policy bundle pins another model"}},
+)
 def apply_model(
-    body: ModelApply, tessera: TesseraDep, actor: Actor, response: Response
+    body: ModelApply,
+    tessera: TesseraDep,
+    actor: Actor,
+    response: Response,
+    force: Annotated[
+        bool,
+        Query(
+            description="apply even though the active policy bundle pins another model: "
+            "relation-mapped decisions then deny (model_mismatch) until a bundle pinning "
+            "this model is applied"
+        ),
+    ] = False,
 ) -> dict[str, Any]:
-    """Validate a model and make it the active one (OpenFGA WriteAuthorizationModel)."""
+    """Validate a model and make it the active one (OpenFGA WriteAuthorizationModel).
+    Refused with 409 ``policy_model_mismatch`` when the active policy bundle pins another
+    model, unless ``force=true`` (decisions.md 89)."""
     source: str | dict[str, Any] = body.dsl if body.dsl is not None else body.json_model or {}
-    w = tessera.rebac.apply_model(source, actor=actor)
+    w = tessera.rebac.apply_model(source, actor=actor, force=force)
     if w.consistency_token:
         response.headers[CT_HEADER] = w.consistency_token
     return _model_out(w.value)

@@ -21,6 +21,11 @@ the ``attributes`` of bundle test files)::
       alice: {department: research, clearance: 2}
     document:
       roadmap: {classification: internal}
+
+Users are keyed by username, the name relationship tuples use (``user:alice``,
+decisions.md 90): the user an agent acts for, whom its token names by id (``usr_…``),
+reads the entry ``user:<username>``, and the entry ``user:<user id>`` only when there is
+none.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import base64
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +44,12 @@ from typing import Any, Final, Protocol
 from tessera.clock import Clock, iso
 from tessera.errors import InvalidInput, NotFound, PayloadTooLarge
 from tessera.identity.service import Written
+from tessera.ids import is_id
 from tessera.signals.events import Event
 from tessera.signals.tailer import EventTailer
 
 DIRECTORY_CHANGED: Final = "directory.changed"
+USER: Final = "user"  # the entity type of Tessera users, in tuples and the directory
 MAX_TYPE: Final = 64
 MAX_ID: Final = 256
 MAX_ATTRIBUTES_BYTES: Final = 16 * 1024
@@ -345,11 +352,22 @@ class DirectoryService:
 class StoredDirectory:
     """``AttributeSource`` over the directory table, answered from memory and kept fresh by
     the node's event tailer (like the relationship index). Every read first asks the tailer
-    whether this node's state may be served (``StaleState`` otherwise: the decision denies)."""
+    whether this node's state may be served (``StaleState`` otherwise: the decision denies).
 
-    def __init__(self, store: DirectoryStore, tailer: EventTailer) -> None:
+    ``username_of`` (user id → username, app.py: the same ``UsernameOf`` the ReBAC stage
+    names users with) makes a ``user`` read by Tessera user id answer the entry under the
+    username first, then the one under the id (decisions.md 90)."""
+
+    def __init__(
+        self,
+        store: DirectoryStore,
+        tailer: EventTailer,
+        *,
+        username_of: Callable[[str], str] | None = None,
+    ) -> None:
         self._store = store
         self._tailer = tailer
+        self._username_of = username_of
         self._data: dict[str, dict[str, Mapping[str, Any]]] | None = None
         self._ids: dict[str, list[str]] = {}
         self._seq = 0
@@ -360,7 +378,17 @@ class StoredDirectory:
 
     def attributes(self, etype: str, eid: str) -> Mapping[str, Any] | None:
         items = self._fresh().get(etype)
-        return None if items is None else items.get(eid)
+        if items is None:
+            return None
+        # Only id-shaped names are resolved: other names are usernames (or not Tessera
+        # users at all, e.g. a plain AuthZEN subject) and must not cost a store read.
+        if etype == USER and self._username_of is not None and is_id(USER, eid):
+            name = self._username_of(eid)
+            if name != eid:
+                entry = items.get(name)
+                if entry is not None:
+                    return entry
+        return items.get(eid)
 
     def ids_of_type(self, etype: str) -> Sequence[str]:
         self._fresh()

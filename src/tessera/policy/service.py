@@ -16,9 +16,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tessera.clock import Clock
-from tessera.errors import ConfigError, Conflict, NotFound
+from tessera.errors import ConfigError, NotFound
 from tessera.policy.bundle import PolicyBundle, bundle_digest, load_bundle
+from tessera.rebac.dsl import parse_dsl
+from tessera.rebac.errors import ModelMismatch as ModelMismatch  # raised here too
 from tessera.rebac.jsonmodel import model_digest, model_from_json
+from tessera.rebac.service import PinnedModel
 
 POLICY_APPLIED = "policy.applied"
 
@@ -75,13 +78,6 @@ class PinnedModelWriter(Protocol):
     transaction (``RebacService.apply_model_in``)."""
 
     def apply_model_in(self, tx: Any, source: str, *, actor: str) -> Any: ...
-
-
-class ModelMismatch(Conflict):
-    """``tessera policy apply``: the bundle pins a ReBAC model that is not the active one."""
-
-    code = "policy_model_mismatch"
-    title = "Pinned model is not the active model"
 
 
 def _short(digest: str | None) -> str:
@@ -174,6 +170,19 @@ class PolicyService:
             f"{_short(active)}; apply it with --with-model (the model and the bundle in one "
             "transaction) or pin the active model"
         )
+
+    def pinned_model_in(self, tx: Any) -> PinnedModel | None:
+        """The ReBAC model the active bundle version pins, read in the caller's transaction
+        (``RebacService.apply_model`` refuses another model, decisions.md 89)."""
+        version = tx.policy.active_version()
+        stored = None if version is None else tx.policy.get(version)
+        if stored is None:
+            return None
+        # only the .fga file: a stored bundle was validated when it was applied
+        texts = [text for name, text in stored.files.items() if name.endswith(".fga")]
+        if len(texts) != 1:
+            return None
+        return PinnedModel(stored.version, model_digest(parse_dsl(texts[0])))
 
     def on_events(self, _tx: Any, events: Sequence[Any]) -> None:
         """Event tailer subscriber: a ``policy.applied`` on any node re-reads the active

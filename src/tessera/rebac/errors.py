@@ -9,6 +9,10 @@ TesseraError
 │   ├── InvalidTuple             a tuple does not fit the model (OpenFGA 2027)
 │   └── ConditionError           a condition could not be evaluated: missing or
 │                                ill-typed parameters, CEL failure (OpenFGA 2000)
+├── Conflict
+│   └── ModelMismatch            the active policy bundle pins another model than the
+│                                one being made active (409 ``policy_model_mismatch``,
+│                                decisions.md 85 and 89)
 └── ResolutionLimitError      depth or work budget exhausted (OpenFGA 2002); the
                                  engine never answers when it could be wrong
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tessera.errors import InvalidInput, TesseraError
+from tessera.errors import Conflict, InvalidInput, TesseraError
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,14 @@ class InvalidTuple(InvalidInput):
 class ConditionError(InvalidInput):
     code = "rebac_condition_error"
     title = "Condition could not be evaluated"
+
+
+class ModelMismatch(Conflict):
+    """A bundle pinning a model that is not the active one (``tessera policy apply``), or a
+    model that is not the one the active bundle pins (``tessera rebac model apply``)."""
+
+    code = "policy_model_mismatch"
+    title = "Pinned model is not the active model"
 
 
 class ResolutionLimitError(TesseraError):

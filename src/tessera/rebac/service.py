@@ -25,14 +25,14 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tessera.clock import Clock
 from tessera.errors import InvalidInput, NotFound, PayloadTooLarge, StoreUnavailable
 from tessera.identity.service import Written
 from tessera.rebac.dsl import parse_dsl
 from tessera.rebac.engine import Limits, ListResult, RebacEngine
-from tessera.rebac.errors import ConditionError, InvalidTuple
+from tessera.rebac.errors import ConditionError, InvalidTuple, ModelMismatch
 from tessera.rebac.jsonmodel import model_digest, model_from_json, model_to_json
 from tessera.rebac.memory import MemoryTupleIndex
 from tessera.rebac.model import AuthorizationModel
@@ -122,6 +122,25 @@ def _model_id() -> str:
     return "rbm_" + secrets.token_hex(10)
 
 
+@dataclass(frozen=True)
+class PinnedModel:
+    """The ReBAC model the active policy bundle pins: its version and ``model_digest``."""
+
+    version: int
+    digest: str
+
+
+class ModelPins(Protocol):
+    """Who pins a model (the policy service, app.py): read in the model write's own
+    transaction, so a concurrent ``policy apply`` cannot slip between check and write."""
+
+    def pinned_model_in(self, tx: Any) -> PinnedModel | None: ...
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else digest[:19] + "…"
+
+
 class RebacService:
     """Models, tuples and queries (OpenFGA's Write/Read/Check/ListObjects/ListUsers APIs
     over Tessera's store and event log)."""
@@ -149,15 +168,51 @@ class RebacService:
         self._seq = 0
         self._validator: tuple[str, RebacEngine] | None = None
         self._tailer.subscribe("rebac-index", self.on_events)
+        # app.py: the policy service; None (a service built alone) checks no pin
+        self.pins: ModelPins | None = None
 
     # -- models ---------------------------------------------------------------------------
 
-    def apply_model(self, source: str | Mapping[str, Any], *, actor: str) -> Written[StoredModel]:
-        """Validate a model (DSL text or OpenFGA JSON) and make it the active one."""
+    def apply_model(
+        self, source: str | Mapping[str, Any], *, actor: str, force: bool = False
+    ) -> Written[StoredModel]:
+        """Validate a model (DSL text or OpenFGA JSON) and make it the active one.
+
+        Fails closed (decisions.md 89): when the active policy bundle pins another model,
+        the write is refused with ``ModelMismatch`` (409 ``policy_model_mismatch``), since
+        every relation-mapped decision would then deny with ``model_mismatch``
+        (decisions.md 85). ``force`` writes it anyway."""
         stored, types = self._prepare_model(source)
         with self._store.write() as tx:
             self._write_model(tx, stored, types, actor)
+            # After the event append: on PostgreSQL that holds the event-log lock, which
+            # ``policy apply`` takes too, so the pin read here is the one we commit against.
+            if not force:
+                self._refuse_unpinned(tx, stored)
         return Written(stored, tx.consistency_token)
+
+    def pinned_model_mismatch(self, model: StoredModel) -> PinnedModel | None:
+        """The active bundle's pin when it is not ``model`` (None: no pin, or the same)."""
+        if self.pins is None:
+            return None
+        with self._store.read() as tx:
+            pin = self.pins.pinned_model_in(tx)
+        digest = model_digest(model_from_json(model.json, validate=False))
+        return None if pin is None or pin.digest == digest else pin
+
+    def _refuse_unpinned(self, tx: Any, stored: StoredModel) -> None:
+        pin = None if self.pins is None else self.pins.pinned_model_in(tx)
+        if pin is None:
+            return
+        digest = model_digest(model_from_json(stored.json, validate=False))
+        if pin.digest != digest:
+            raise ModelMismatch(
+                f"the active policy bundle (version {pin.version}) pins ReBAC model "
+                f"{_short(pin.digest)}, not this model ({_short(digest)}): every decision on "
+                "an action mapped to a relation would deny with model_mismatch. Apply a "
+                "bundle pinning this model (tessera policy apply DIR --with-model), or "
+                "force the model (--force; HTTP ?force=true)"
+            )
 
     def apply_model_in(self, tx: Any, source: str, *, actor: str) -> StoredModel:
         """Validate a model and make it the active one inside the caller's write

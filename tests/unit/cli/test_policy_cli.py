@@ -78,7 +78,7 @@ def test_invalid_bundles_and_failing_tests_exit_non_zero(run, tmp_path: Path) ->
     assert "0 passed, 1 failed" in run("policy", "test", str(failing), code=1)
 
 
-def test_a_new_rebac_model_warns_when_the_bundle_pins_another(
+def test_a_rebac_model_the_bundle_does_not_pin_is_refused_unless_forced(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stderr_of = cli_run(tmp_path, monkeypatch, stdout_codes=())  # returns stderr
@@ -86,11 +86,20 @@ def test_a_new_rebac_model_warns_when_the_bundle_pins_another(
     run("init")
     run("policy", "apply", str(bundle), "--with-model")
     run("policy", "apply", str(bundle))  # the pinned model is the active one: no flag needed
-    assert "warning" not in stderr_of("rebac", "model", "apply", str(bundle / "model.fga"))
+    assert stderr_of("rebac", "model", "apply", str(bundle / "model.fga")) == ""
+    before = json.loads(run("rebac", "model", "show", "--json"))
     other = tmp_path / "other.fga"
     other.write_text((bundle / "model.fga").read_text() + "\ntype project\n")
-    warned = stderr_of("rebac", "model", "apply", str(other))
-    assert "warning: the active policy bundle (version 2) pins another model" in warned
+    # decisions.md 89: fail closed
+    refused = run("rebac", "model", "apply", str(other), code=2)
+    assert refused.startswith("error: the active policy bundle (version 2) pins ReBAC model")
+    assert "would deny with model_mismatch" in refused
+    assert "--force" in refused
+    assert json.loads(run("rebac", "model", "show", "--json")) == before  # nothing written
+    warned = stderr_of("rebac", "model", "apply", str(other), "--force")
+    assert "warning: forced: the active policy bundle (version 2) pins another model" in warned
+    assert "now DENIES (model_mismatch)" in warned
+    assert json.loads(run("rebac", "model", "show", "--json")) != before
     request = tmp_path / "req.json"
     request.write_text(
         json.dumps(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ from fastapi.testclient import TestClient
 
 from tessera.app import Tessera
 from tessera.http.asgi import create_app
+from tessera.policy.bundle import read_bundle_dir
 
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 MODEL = """model
   schema 1.1
 type user
@@ -78,6 +81,23 @@ def test_models_apply_show_and_list(client: TestClient) -> None:
     _problem(bad, 400, "rebac_invalid_model")
     _problem(client.post("/rebac/v1/models", json={}), 400, "invalid_input")
     _problem(client.post("/rebac/v1/models", json={"dsl": MODEL, "json": {}}), 400, "invalid_input")
+
+
+def test_a_model_the_active_bundle_does_not_pin_is_a_409_unless_forced(
+    client: TestClient, sqlite_tessera: Tessera
+) -> None:
+    bundle = read_bundle_dir(EXAMPLES / "policy-bundle")
+    sqlite_tessera.pdp.policies.apply(bundle, actor="test", with_model=True)
+    pinned = client.get("/rebac/v1/models/active").json()
+    refused = client.post("/rebac/v1/models", json={"dsl": MODEL})
+    _problem(refused, 409, "policy_model_mismatch")  # decisions.md 89
+    assert "pins ReBAC model sha256:" in refused.json()["detail"]
+    assert client.get("/rebac/v1/models/active").json()["id"] == pinned["id"]
+    again = client.post("/rebac/v1/models", json={"dsl": pinned["dsl"]})
+    assert again.status_code == 201, again.text  # the pinned model itself needs no flag
+    forced = client.post("/rebac/v1/models", params={"force": "true"}, json={"dsl": MODEL})
+    assert forced.status_code == 201, forced.text
+    assert client.get("/rebac/v1/models/active").json()["id"] == forced.json()["id"]
 
 
 def test_write_then_check_with_the_consistency_token(client: TestClient) -> None:
