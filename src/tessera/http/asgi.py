@@ -22,6 +22,27 @@ from tessera.ids import unique_hex
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's ``Content-Length`` is over ``max_bytes`` (or not a number)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value) > max_bytes
+            except ValueError:
+                return True
+    return False
+
+
+def too_large(max_bytes: int) -> JSONResponse:
+    """The body limit's 413 problem."""
+    return problem(
+        413,
+        "payload_too_large",
+        "Payload too large",
+        f"request bodies are limited to {max_bytes} bytes",
+    )
+
+
 class BodyLimit:
     """Refuse request bodies over the configured size with 413, before any handler runs."""
 
@@ -33,20 +54,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await problem(
-                        413,
-                        "payload_too_large",
-                        "Payload too large",
-                        f"request bodies are limited to {self.max_bytes} bytes",
-                    )(scope, receive, send)
-                    return
+        if declared_too_large(scope, self.max_bytes):
+            await too_large(self.max_bytes)(scope, receive, send)
+            return
         seen = 0
 
         async def limited() -> Message:

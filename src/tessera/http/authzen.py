@@ -39,9 +39,9 @@ from tessera.app import Tessera
 from tessera.audit.record import current_request_id
 from tessera.errors import InvalidInput, PayloadTooLarge, TesseraError, Unauthenticated
 from tessera.http import signals
-from tessera.http.asgi import request_id
+from tessera.http.asgi import declared_too_large, request_id, too_large
 from tessera.http.problems import problem
-from tessera.http.ratelimit import TokenBucket, too_many
+from tessera.http.ratelimit import TokenBucket, client_key, too_many
 from tessera.pdp.agents import Caller
 from tessera.pdp.model import Decision, EvaluationRequest, parse_evaluation, parse_evaluations
 from tessera.pdp.ports import DecisionRecord
@@ -259,18 +259,10 @@ class AuthzenApi:
     def _refuse(self, scope: Scope) -> Response | None:
         """The body limit's 413 (by ``Content-Length``) and the rate limit's 429, as the
         ``BodyLimit`` and ``RateLimit`` middlewares answer them."""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    exc = _too_large(self.max_bytes)
-                    return problem(413, exc.code, "Payload too large", exc.message)
+        if declared_too_large(scope, self.max_bytes):
+            return too_large(self.max_bytes)
         if self.bucket.rate > 0:
-            client = scope.get("client") or ("unknown", 0)
-            wait = self.bucket.take(f"{client[0]}|{scope['path']}", time.monotonic())
+            wait = self.bucket.take(client_key(scope), time.monotonic())
             if wait > 0:
                 return too_many(wait)
         return None

@@ -37,6 +37,12 @@ class TokenBucket:
             return wait
 
 
+def client_key(scope: Scope) -> str:
+    """A bucket per client address and path."""
+    client = scope.get("client") or ("unknown", 0)
+    return f"{client[0]}|{scope.get('path', '')}"
+
+
 class RateLimit:
     def __init__(
         self, app: ASGIApp, *, prefixes: tuple[str, ...], rate: float, burst: float
@@ -50,8 +56,7 @@ class RateLimit:
         if scope["type"] != "http" or self.bucket.rate <= 0 or not path.startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client") or ("unknown", 0)
-        wait = self.bucket.take(f"{client[0]}|{path}", time.monotonic())
+        wait = self.bucket.take(client_key(scope), time.monotonic())
         if wait == 0:
             await self.app(scope, receive, send)
             return

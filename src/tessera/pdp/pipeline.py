@@ -99,6 +99,13 @@ def _error(stage: str, exc: BaseException) -> StageResult:
 _ONE_CALL: Final[Mapping[str, int]] = {"tool_calls": 1}
 
 
+def _stops(semantic: str, d: Decision) -> bool:
+    """Whether a batch ends after ``d`` (AuthZEN §7.1.2 short-circuit semantics)."""
+    if semantic == "deny_on_first_deny":
+        return not d.allowed
+    return semantic == "permit_on_first_permit" and d.allowed
+
+
 class _Spend:
     """A decision that allows so far and waits for its ``tool_calls`` unit."""
 
@@ -236,9 +243,7 @@ class DecisionPoint:
         for req in requests:
             d = self._decide(req, caller, active, batch, consume)
             out.append(d)
-            if semantic == "deny_on_first_deny" and not d.allowed:
-                break
-            if semantic == "permit_on_first_permit" and d.allowed:
+            if _stops(semantic, d):
                 break
         return out
 
@@ -291,9 +296,7 @@ class DecisionPoint:
             step = self._until_spend(req, caller, active, batch, consume)
             d = step if isinstance(step, Decision) else await self._spend_async(step)
             out.append(d)
-            if semantic == "deny_on_first_deny" and not d.allowed:
-                break
-            if semantic == "permit_on_first_permit" and d.allowed:
+            if _stops(semantic, d):
                 break
         return out
 
