@@ -512,6 +512,35 @@ def test_sdk_auth_follows_nonces_and_renews_a_refused_token(
     t.close()
 
 
+def test_a_session_that_ends_between_authentication_and_the_decision_is_a_401(
+    gw: Gw, upstream: tuple[str, Path]
+) -> None:
+    """The node learns a revocation after the guard let the request in and before the PDP
+    decides: the answer is the 401 invalid_token authentication would have given (so a
+    client gets a new token), not a JSON-RPC deny, and nothing reaches the upstream."""
+    token = gw.token()
+    sid = str(unverified_claim(token, "sid"))
+    assert "result" in gw.post(token, _call("read_file", {"path": "/srv/public/a"})).json()
+    gate = gw.t.gateway.gate
+    real = gate.decide
+
+    def revoked_in_between(*args: Any, **kwargs: Any) -> Any:
+        gw.t.sessions.revoke_session(sid, "test", actor="test")
+        gw.t.tailer.catch_up(timeout=5)  # the node learns it now, after authentication
+        return real(*args, **kwargs)
+
+    gate.decide = revoked_in_between  # type: ignore[method-assign]
+    before, seen = gw.budget(token), len(upstream[1].read_text().splitlines())
+    r = gw.post(token, _call("read_file", {"path": "/srv/public/a"}))
+    assert r.status_code == 401, r.text
+    assert 'error="invalid_token"' in ",".join(r.headers.get_list("www-authenticate"))
+    assert gw.budget(token) == before
+    (last,) = gw.t.audit.query(AuditQuery(event_type="gateway.call", newest_first=True, limit=1))
+    assert last["outcome"] == "deny"
+    assert "invalid_token" in json.dumps(last)
+    assert len(upstream[1].read_text().splitlines()) == seen  # nothing reached the upstream
+
+
 class _Misbehaving(socketserver.BaseRequestHandler):
     """An upstream that reads one request and answers it wrongly (``server.answer``)."""
 

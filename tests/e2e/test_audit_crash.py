@@ -24,6 +24,18 @@ from tests.e2e.test_server_process import TESSERA, _free_port, _wait_healthy
 
 CYCLES = 10
 WRITERS = 4
+MIN_ACKS_PER_CYCLE = 5
+LOAD_DEADLINE = 60.0  # seconds for a cycle's first acknowledgements (a stuck server fails)
+
+
+def _wait_for_acks(acked: list[str], count: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + LOAD_DEADLINE
+    while len(acked) < count:
+        if proc.poll() is not None:
+            pytest.fail(f"tessera serve exited with {proc.returncode} under load")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{count - len(acked)} writes short of {count} acknowledged in time")
+        time.sleep(0.01)
 
 
 def _writer(base: str, token: str, prefix: str, acked: list[str], stop: threading.Event) -> None:
@@ -78,7 +90,11 @@ def _kill_9_cycles(env: dict[str, str], port: int, seed: int) -> None:
             ]
             for th in threads:
                 th.start()
-            time.sleep(rng.uniform(0.15, 0.6))
+            # The kill lands at a random moment once writes are flowing: on a loaded machine
+            # the first acknowledgements can take a while, and a kill before any would test
+            # nothing.
+            _wait_for_acks(acked, len(acked) + MIN_ACKS_PER_CYCLE, proc)
+            time.sleep(rng.uniform(0.05, 0.5))
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -87,7 +103,7 @@ def _kill_9_cycles(env: dict[str, str], port: int, seed: int) -> None:
                 th.join(timeout=10)
             if proc.stdout:
                 proc.stdout.close()
-    assert len(acked) > 50, "the load did not run"
+    assert len(acked) >= CYCLES * MIN_ACKS_PER_CYCLE
 
     verify = subprocess.run(
         [TESSERA, "audit", "verify", "--json"], env=env, capture_output=True, check=False

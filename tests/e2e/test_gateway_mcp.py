@@ -336,7 +336,7 @@ async def _scenario(w: World, agent: Agent, tessera_keys: JwksKeys) -> None:
             assert isinstance(cut, Exception)
             assert len(w.seen.read_text().splitlines()) == before  # nothing reached upstream
         else:  # the SDK was told invalid_token and started a new session for the retry
-            assert source.token() != token
+            assert source.token() != token, repr(cut)
             assert not cut.is_error
             last = w.seen.read_text().splitlines()[-1].split(" ", 2)[2]
             assert _sid(last) == _sid(source.token()) != _sid(token)

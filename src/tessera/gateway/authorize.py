@@ -74,6 +74,15 @@ class CallVerdict:
     def reason_code(self) -> str:
         return self.decision.reasons[0].code if self.decision.reasons else self.verdict
 
+    @property
+    def token_refused(self) -> bool:
+        """Denied at the token stage: the session ended (or the token stopped verifying)
+        after the guard authenticated the request, e.g. a revocation the node learnt in
+        between. The agent is answered as authentication would have answered it."""
+        return not self.decision.allowed and any(
+            r.stage == "token" and r.code == "invalid_token" for r in self.decision.reasons
+        )
+
 
 def _resource(up: Upstream, call: CallRequest) -> Entity:
     if call.method == "resources/read":

@@ -177,6 +177,14 @@ async def _post(
         return _unauthorized(gw, server, err)
     except Exception as exc:  # store or pool trouble: fail closed, never a 500
         return _unavailable(exc, msg.get("id") if isinstance(msg, dict) else None)
+    if adm.verdict is not None and adm.verdict.token_refused:
+        # Authentication passed, the decision found the session ended: the agent gets the
+        # 401 invalid_token it would have got a moment later (RFC 6750 §3.1), so a client
+        # that renews its token does; the call is recorded as the deny it was.
+        await _failed(gw, adm, request, "invalid_token")
+        return _unauthorized(
+            gw, server, Unauthorized("invalid_token", "the access token is not valid")
+        )
     if parse_problem is not None:
         return _rpc(parse_problem, 400)
     if isinstance(msg, list):
