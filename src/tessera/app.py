@@ -98,6 +98,7 @@ class Tessera:
             self.behaviour.close()
         self.signals.stop()
         self.tailer.stop()
+        self.audit.close()  # group commit's kept connection
         self.store.close()  # also gives back the budget writes' connection
 
 

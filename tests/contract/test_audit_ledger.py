@@ -170,6 +170,37 @@ def test_fails_closed_when_the_ledger_cannot_be_written(tessera: Tessera, engine
         asyncio.run(tessera.audit.record_async(_entry(2)))
 
 
+def test_group_commit_recovers_after_its_connection_fails(tessera: Tessera, engine: Engine) -> None:
+    """Group commit keeps one connection; when it breaks (here: closed under it, as a
+    database restart would) that group fails closed, the connection is discarded, and the
+    next group connects afresh. Nothing half-written reaches the chain."""
+    first = tessera.audit.record(_entry(1))
+    ledger = tessera.audit._store
+    assert isinstance(ledger, SqlAuditLedger)
+    kept = ledger._group_conn
+    assert kept is not None  # the same connection serves every group
+    if engine.dialect.name == "sqlite":  # durability: an fsync of the WAL at every commit
+        assert kept.driver_connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert tessera.audit.record(_entry(2)) == first + 1
+    assert ledger._group_conn is kept
+    kept.driver_connection.close()
+    with pytest.raises(StoreUnavailable):
+        tessera.audit.record(_entry(3))
+    assert ledger._group_conn is None
+    assert tessera.audit.record(_entry(4)) == first + 2
+    assert asyncio.run(tessera.audit.record_async(_entry(5))) == first + 3
+    report = tessera.audit.verify()
+    assert report.ok, report.problems
+    assert [r["resource"] for r in tessera.audit.query(AuditQuery(after=first - 1))] == [
+        "doc:1",
+        "doc:2",
+        "doc:4",
+        "doc:5",
+    ]
+    tessera.audit.close()
+    assert ledger._group_conn is None
+
+
 def _disable_triggers(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":

@@ -63,6 +63,9 @@ class AuditLedgerStore(Protocol):
 
     def pending(self) -> int: ...
 
+    def close(self) -> None:
+        """Give back what the store keeps open between appends (a connection)."""
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False when one for that tree size exists."""
 

@@ -317,6 +317,10 @@ class AuditService:
         except TesseraError as exc:
             log.warning("audit shutdown checkpoint failed: %s (%s)", exc.message, exc.detail)
 
+    def close(self) -> None:
+        """Give back the store's kept connection (``Tessera.close``, before the pool)."""
+        self._store.close()
+
     # -- reading ---------------------------------------------------------------------
 
     def head(self) -> ChainHead:
