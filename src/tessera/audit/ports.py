@@ -66,6 +66,10 @@ class AuditLedgerStore(Protocol):
     def close(self) -> None:
         """Give back what the store keeps open between appends (a connection)."""
 
+    def index_pending(self) -> int:
+        """Extend the agent/session/user lookup over the next batch of records; returns
+        how many it covered (0 when it is complete)."""
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False when one for that tree size exists."""
 

@@ -64,6 +64,7 @@ log = logging.getLogger("tessera.audit")
 MAX_GROUP = 4096
 GATHER_MAX = 0.002  # seconds the committer waits for a group to fill
 SCAN_BATCH = 5000
+LOOKUP_BATCHES_PER_TICK = 40  # lookup transactions per chainer tick, at most
 
 
 class CheckpointKeys(Protocol):
@@ -297,6 +298,7 @@ class AuditService:
         while not self._stop.wait(self.settings.poll_interval):
             try:
                 self.chain_pending()
+                self.index_pending()
                 due = self._clock.timestamp() - self._last_cp_time
                 if due >= self.settings.checkpoint_interval:
                     self.checkpoint()
@@ -316,6 +318,21 @@ class AuditService:
             self.checkpoint()
         except TesseraError as exc:
             log.warning("audit shutdown checkpoint failed: %s (%s)", exc.message, exc.detail)
+
+    def index_pending(self, max_batches: int = LOOKUP_BATCHES_PER_TICK) -> int:
+        """Bring the agent/session/user lookup up to the head, a batch per transaction (at
+        most ``max_batches``, so group commits are never kept waiting for long); returns
+        how many records it covered. Queries are exact whatever the lag: they read the
+        ledger itself above the lookup's end."""
+        covered = 0
+        for i in range(max_batches):
+            if i:
+                time.sleep(0.001)  # let a waiting group commit take the write lock first
+            n = self._store.index_pending()
+            covered += n
+            if n == 0:
+                break
+        return covered
 
     def close(self) -> None:
         """Give back the store's kept connection (``Tessera.close``, before the pool)."""

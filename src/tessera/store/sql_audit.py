@@ -10,6 +10,7 @@ runs with ``synchronous=FULL``: the WAL fsync covers the batch *and* every earli
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Text,
     func,
     select,
+    union_all,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -51,6 +53,10 @@ from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
 
 AUDIT_LOCK_ID = 0x7E55A0D  # pg_advisory_xact_lock key of the chainer
 _L = t.audit_ledger
+_LK = t.audit_lookup
+_LS = t.audit_lookup_state
+LOOKUP_BATCH = 500  # records indexed per lookup transaction (a short write)
+_LOOKUPS = (("agent:", "agent_id"), ("session:", "session_id"), ("user:", "user_id"))
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
@@ -337,6 +343,46 @@ class SqlAuditLedger:
 
         return self._locked(work)
 
+    def index_pending(self, limit: int = LOOKUP_BATCH) -> int:
+        """Add the next ``limit`` records above ``audit_lookup_state.upto`` to the agent,
+        session and user lookup, in key order, and move ``upto``: one write transaction
+        (under the chain lock on PostgreSQL, so two nodes never index the same records).
+        Returns how many records it covered. Records are chained in ``seq`` order, so
+        every record at or below the highest committed one is visible: none is skipped."""
+
+        def work(conn: Connection, _dbapi: Any) -> int:
+            sql = functools.partial(_sql, self._sqlite)
+            upto = conn.exec_driver_sql("SELECT upto FROM audit_lookup_state WHERE id = 1").scalar()
+            if upto is None:  # the state row is missing (restored by hand): start over
+                conn.exec_driver_sql("DELETE FROM audit_lookup")
+                conn.exec_driver_sql("INSERT INTO audit_lookup_state (id, upto) VALUES (1, 0)")
+                upto = 0
+            window = conn.exec_driver_sql(
+                sql(
+                    "SELECT COUNT(*), MAX(seq) FROM (SELECT seq FROM audit_ledger "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?) AS w"
+                ),
+                (upto, limit),
+            ).one()
+            count, top = int(window[0]), window[1]
+            if not count:
+                return 0
+            for prefix, column in _LOOKUPS:
+                conn.exec_driver_sql(
+                    sql(
+                        f"INSERT INTO audit_lookup (key, seq) SELECT '{prefix}' || {column}, seq "  # noqa: S608
+                        f"FROM audit_ledger WHERE seq > ? AND seq <= ? AND {column} IS NOT NULL "
+                        "ORDER BY 1, 2 ON CONFLICT DO NOTHING"
+                    ),
+                    (upto, top),
+                )
+            conn.exec_driver_sql(
+                sql("UPDATE audit_lookup_state SET upto = ? WHERE id = 1"), (int(top),)
+            )
+            return count
+
+        return self._locked(work)
+
     def purge(self, before_seq: int, marker: dict[str, Any]) -> tuple[int, ChainBatch]:
         """Delete the live rows below ``before_seq`` (a segment's first seq) and chain
         ``marker`` saying so, in one transaction: the only DELETE the ledger's guard lets
@@ -363,6 +409,9 @@ class SqlAuditLedger:
                 conn.exec_driver_sql("SET LOCAL tessera.audit_purge = 'on'")
                 removed = conn.exec_driver_sql(delete, (before_seq,)).rowcount
                 conn.exec_driver_sql("SET LOCAL tessera.audit_purge = 'off'")
+            conn.exec_driver_sql(
+                _sql(self._sqlite, "DELETE FROM audit_lookup WHERE seq < ?"), (before_seq,)
+            )
             return int(removed), self._chain(conn, [marker], 0)
 
         return self._locked(work)
@@ -465,13 +514,24 @@ class SqlAuditLedger:
 
     def query(self, q: AuditQuery) -> list[dict[str, Any]]:
         stmt = select(_L.c.body, _L.c.hash)
-        for col, value in (
-            (_L.c.agent_id, q.agent),
-            (_L.c.session_id, q.session),
-            (_L.c.user_id, q.user),
-            (_L.c.event_type, q.event_type),
-            (_L.c.outcome, q.outcome),
+        # Agent, session and user through the lookup (complete up to its ``upto``) and the
+        # ledger's rows above ``upto``; one statement, so one snapshot of both.
+        upto = select(_LS.c.upto).where(_LS.c.id == 1).scalar_subquery()
+        for prefix, col, value in (
+            ("agent:", _L.c.agent_id, q.agent),
+            ("session:", _L.c.session_id, q.session),
+            ("user:", _L.c.user_id, q.user),
         ):
+            if value is None:
+                continue
+            indexed = select(_LK.c.seq).where(_LK.c.key == prefix + value)
+            if q.after:
+                indexed = indexed.where(_LK.c.seq > q.after)
+            if q.before is not None:
+                indexed = indexed.where(_LK.c.seq < q.before)
+            tail = select(_L.c.seq).where(_L.c.seq > func.coalesce(upto, 0), col == value)
+            stmt = stmt.where(_L.c.seq.in_(union_all(indexed, tail)))
+        for col, value in ((_L.c.event_type, q.event_type), (_L.c.outcome, q.outcome)):
             if value is not None:
                 stmt = stmt.where(col == value)
         if q.since is not None:

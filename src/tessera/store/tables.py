@@ -231,10 +231,25 @@ audit_ledger = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_audit_time", "time"),
     Index("ix_audit_type", "event_type"),
-    Index("ix_audit_agent", "agent_id"),
-    Index("ix_audit_session", "session_id"),
-    Index("ix_audit_user", "user_id"),
     Index("ux_audit_outbox", "outbox_id", unique=True),
+)
+
+# The ledger's agent/session/user lookups (migration 0014), filled in batches by the
+# chainer: ``key`` is ``agent:<id>``, ``session:<id>`` or ``user:<id>``. Derived data, not
+# evidence: complete up to ``audit_lookup_state.upto``, rebuilt from the ledger if need be.
+audit_lookup = Table(
+    "audit_lookup",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
+)
+
+audit_lookup_state = Table(
+    "audit_lookup_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("upto", BigInteger, nullable=False),
 )
 
 audit_checkpoints = Table(
