@@ -131,3 +131,27 @@ def test_a_model_the_active_bundle_does_not_pin_is_refused(tessera: Tessera) -> 
     # A bundle without a .fga pins nothing: any model may be applied after it.
     t.pdp.policies.apply(read_bundle_dir(BUNDLE.parent / "authzen-search"), actor="test")
     t.rebac.apply_model((BUNDLE / "model.fga").read_text(), actor="rebac-admin")
+
+
+def test_activate_is_held_to_the_pinned_model_too(tessera: Tessera) -> None:
+    """A rollback (``policy activate N``) is refused when version N pins a model other than
+    the active one, with nothing changed, unless its model is made active with it."""
+    t = tessera
+    first = t.pdp.policies.apply(read_bundle_dir(BUNDLE), actor="test", with_model=True)
+    files = read_bundle_dir(BUNDLE)
+    (fga,) = [name for name in files if name.endswith(".fga")]
+    files[fga] = OTHER_MODEL
+    second = t.pdp.policies.apply(files, actor="test", with_model=True)
+    assert t.rebac.active_model().dsl == OTHER_MODEL
+    before = _types(t)
+    with pytest.raises(ModelMismatch) as refused:
+        t.pdp.policies.activate(first.version, actor="test")
+    assert refused.value.code == "policy_model_mismatch"
+    assert _types(t) == before  # no event, no change
+    assert [v.version for v in t.pdp.policies.versions() if v.active] == [second.version]
+    t.pdp.policies.activate(first.version, actor="test", with_model=True)
+    assert [v.version for v in t.pdp.policies.versions() if v.active] == [first.version]
+    assert t.rebac.active_model().dsl == (BUNDLE / "model.fga").read_text()
+    t.pdp.policies.activate(first.version, actor="test")  # its model is active now: no flag
+    with pytest.raises(Exception, match="no policy version"):
+        t.pdp.policies.activate(99, actor="test")

@@ -134,11 +134,22 @@ def versions(as_json: JsonOpt = False) -> None:
 
 
 @policy_app.command("activate")
-def activate(version: int) -> None:
-    """Make a stored version the active one again (roll back)."""
+def activate(
+    version: int,
+    with_model: Annotated[
+        bool,
+        typer.Option(
+            "--with-model",
+            help="also make the version's pinned .fga model the active ReBAC model, in the "
+            "same transaction (without it, a version pinning another model is refused)",
+        ),
+    ] = False,
+) -> None:
+    """Make a stored version the active one again (roll back). A version that pins a
+    ReBAC model must pin the active one (or pass --with-model), as for apply."""
     t = _tessera()
     with cli_errors():
-        t.pdp.policies.activate(version, actor=ACTOR)
+        t.pdp.policies.activate(version, actor=ACTOR, with_model=with_model)
     console.print(f"version {version} is active", markup=False)
 
 

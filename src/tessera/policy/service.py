@@ -156,6 +156,11 @@ class PolicyService:
         pinned = bundle.rebac_model_digest
         if pinned is None or bundle.rebac_model_text is None:
             return
+        self._check_model_text(tx, bundle.rebac_model_text, pinned, actor, with_model)
+
+    def _check_model_text(
+        self, tx: Any, text: str, pinned: str, actor: str, with_model: bool
+    ) -> None:
         stored = tx.rebac.active_model()
         active = (
             None if stored is None else model_digest(model_from_json(stored.json, validate=False))
@@ -163,7 +168,7 @@ class PolicyService:
         if active == pinned:
             return
         if with_model and self.models is not None:
-            self.models.apply_model_in(tx, bundle.rebac_model_text, actor=actor)
+            self.models.apply_model_in(tx, text, actor=actor)
             return
         raise ModelMismatch(
             f"the bundle pins ReBAC model {_short(pinned)} but the active model is "
@@ -190,12 +195,22 @@ class PolicyService:
         if any(e.type == POLICY_APPLIED for e in events):
             self._checked = float("-inf")
 
-    def activate(self, version: int, *, actor: str) -> None:
-        """Roll back (or forward) to a stored version."""
+    def activate(self, version: int, *, actor: str, with_model: bool = False) -> None:
+        """Roll back (or forward) to a stored version. The same rule as ``apply``: a
+        version pinning a ReBAC model other than the active one is refused
+        (``ModelMismatch``, nothing changes) unless ``with_model`` makes its model the
+        active one in the same transaction (decisions.md 85, 96)."""
         with self._store.write() as tx:
-            if not tx.policy.activate(version):
+            stored = tx.policy.get(version)
+            if stored is None or not tx.policy.activate(version):
                 raise NotFound(f"no policy version {version}")
             tx.events.append(POLICY_APPLIED, f"policy:{version}", {"version": version}, actor)
+            # a stored version was validated when it was applied: only its model is read
+            fga = [text for name, text in stored.files.items() if name.endswith(".fga")]
+            if len(fga) == 1:
+                self._check_model_text(
+                    tx, fga[0], model_digest(parse_dsl(fga[0])), actor, with_model
+                )
         self._checked = float("-inf")
 
     def versions(self, limit: int = 50) -> list[StoredBundle]:
