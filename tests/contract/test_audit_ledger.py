@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine, text
@@ -108,6 +109,20 @@ def test_query_filters_and_pages(tessera: Tessera) -> None:
     assert tessera.audit.query(AuditQuery(until=t, event_type="pdp.decision")) == []
 
 
+def _paged(tessera: Tessera, q: AuditQuery, *, newest_first: bool) -> list[int]:
+    """Every seq ``q`` matches, page by page (``after`` forwards, ``before`` backwards)."""
+    seqs: list[int] = []
+    while True:
+        last = seqs[-1] if seqs else None
+        if newest_first:
+            page = tessera.audit.query(replace(q, newest_first=True, before=last))
+        else:
+            page = tessera.audit.query(replace(q, after=last or 0))
+        if not page:
+            return seqs
+        seqs += [r["seq"] for r in page]
+
+
 def _by_filter(tessera: Tessera) -> dict[str, list[list[int]]]:
     """Every agent/session/user query's seqs, whole and in pages both ways."""
     out: dict[str, list[list[int]]] = {}
@@ -121,42 +136,11 @@ def _by_filter(tessera: Tessera) -> dict[str, list[list[int]]]:
         ("nobody", AuditQuery(agent="agt_none", limit=500)),
     ):
         whole = [r["seq"] for r in tessera.audit.query(q)]
-        pages: list[int] = []
-        after = 0
-        while True:
-            page = tessera.audit.query(
-                AuditQuery(
-                    agent=q.agent,
-                    session=q.session,
-                    outcome=q.outcome,
-                    user=q.user,
-                    after=after,
-                    limit=7,
-                )
-            )
-            if not page:
-                break
-            pages += [r["seq"] for r in page]
-            after = page[-1]["seq"]
-        back: list[int] = []
-        before = None
-        while True:
-            page = tessera.audit.query(
-                AuditQuery(
-                    agent=q.agent,
-                    session=q.session,
-                    outcome=q.outcome,
-                    user=q.user,
-                    before=before,
-                    limit=5,
-                    newest_first=True,
-                )
-            )
-            if not page:
-                break
-            back += [r["seq"] for r in page]
-            before = page[-1]["seq"]
-        out[name] = [whole, pages, back[::-1]]
+        out[name] = [
+            whole,
+            _paged(tessera, replace(q, limit=7), newest_first=False),
+            _paged(tessera, replace(q, limit=5), newest_first=True)[::-1],
+        ]
     return out
 
 
