@@ -183,11 +183,8 @@ class PolicyService:
         stored = None if version is None else tx.policy.get(version)
         if stored is None:
             return None
-        # only the .fga file: a stored bundle was validated when it was applied
-        texts = [text for name, text in stored.files.items() if name.endswith(".fga")]
-        if len(texts) != 1:
-            return None
-        return PinnedModel(stored.version, model_digest(parse_dsl(texts[0])))
+        pinned = _stored_model(stored)
+        return None if pinned is None else PinnedModel(stored.version, pinned[1])
 
     def on_events(self, _tx: Any, events: Sequence[Any]) -> None:
         """Event tailer subscriber: a ``policy.applied`` on any node re-reads the active
@@ -205,12 +202,9 @@ class PolicyService:
             if stored is None or not tx.policy.activate(version):
                 raise NotFound(f"no policy version {version}")
             tx.events.append(POLICY_APPLIED, f"policy:{version}", {"version": version}, actor)
-            # a stored version was validated when it was applied: only its model is read
-            fga = [text for name, text in stored.files.items() if name.endswith(".fga")]
-            if len(fga) == 1:
-                self._check_model_text(
-                    tx, fga[0], model_digest(parse_dsl(fga[0])), actor, with_model
-                )
+            pinned = _stored_model(stored)
+            if pinned is not None:
+                self._check_model_text(tx, *pinned, actor, with_model)
         self._checked = float("-inf")
 
     def versions(self, limit: int = 50) -> list[StoredBundle]:
@@ -244,6 +238,15 @@ class PolicyService:
                     )
             self._checked = now
             return self._active
+
+
+def _stored_model(stored: StoredBundle) -> tuple[str, str] | None:
+    """The ReBAC model a stored version pins, as ``(text, digest)``; None without one. Only
+    its ``.fga`` file is read: a stored bundle was validated when it was applied."""
+    texts = [text for name, text in stored.files.items() if name.endswith(".fga")]
+    if len(texts) != 1:
+        return None
+    return texts[0], model_digest(parse_dsl(texts[0]))
 
 
 __all__ = ["ActiveBundle", "ModelMismatch", "PolicyService", "StoredBundle", "bundle_digest"]

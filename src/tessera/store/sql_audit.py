@@ -213,7 +213,7 @@ class SqlAuditLedger:
         with writer_turn(self._writer), self._group_lock, translate_db_errors():
             kept = self._group_conn
             fresh = kept is None
-            if kept is None:
+            if fresh:
                 kept = self._group_conn = self.engine.raw_connection()
             dbapi: Any = kept.driver_connection
             try:
@@ -517,13 +517,10 @@ class SqlAuditLedger:
         # Agent, session and user through the lookup (complete up to its ``upto``) and the
         # ledger's rows above ``upto``; one statement, so one snapshot of both.
         upto = select(_LS.c.upto).where(_LS.c.id == 1).scalar_subquery()
-        for prefix, col, value in (
-            ("agent:", _L.c.agent_id, q.agent),
-            ("session:", _L.c.session_id, q.session),
-            ("user:", _L.c.user_id, q.user),
-        ):
+        for (prefix, column), value in zip(_LOOKUPS, (q.agent, q.session, q.user), strict=True):
             if value is None:
                 continue
+            col = _L.c[column]
             indexed = select(_LK.c.seq).where(_LK.c.key == prefix + value)
             if q.after:
                 indexed = indexed.where(_LK.c.seq > q.after)
