@@ -13,7 +13,10 @@ from sqlalchemy.exc import DBAPIError
 
 from tessera.app import Tessera
 from tessera.audit import ActorLayers, AuditEntry, AuditQuery, AuditService, AuditSettings
+from tessera.audit import service as audit_service
+from tessera.audit.verify import RangeResult
 from tessera.errors import StoreUnavailable
+from tessera.store import sql_audit
 from tessera.store.sql_audit import SqlAuditLedger
 
 
@@ -358,6 +361,66 @@ def test_verify_names_an_altered_record(tessera: Tessera, engine: Engine) -> Non
     assert not report.ok
     assert report.first_bad_seq == target
     assert report.problems[0].kind == "record_altered"
+
+
+def _in_ranges(monkeypatch: pytest.MonkeyPatch, ledger: SqlAuditLedger) -> list[list[RangeResult]]:
+    """Make verify check 10-record ranges in forked processes, as ``tessera audit verify``
+    does from 50,000 (a test process has threads, which verify otherwise respects); returns
+    each call's results."""
+    monkeypatch.setattr(audit_service, "PARALLEL_RANGE_MIN", 10)
+    monkeypatch.setattr(sql_audit, "_forkable", lambda: True)
+    calls: list[list[RangeResult]] = []
+    real = ledger.check_ranges
+
+    def spy(ranges: list[tuple[int, int, str | None]], wanted: frozenset[int]) -> object:
+        found = real(ranges, wanted)
+        calls.append(found or [])
+        return found
+
+    monkeypatch.setattr(ledger, "check_ranges", spy)
+    return calls
+
+
+def test_verify_in_parallel_ranges_reports_what_one_pass_does(
+    tessera: Tessera, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(45):
+        tessera.audit.record(_entry(i))
+        if i % 10 == 3:
+            tessera.audit.checkpoint()  # checkpoints inside several ranges
+    tessera.audit.chain_pending()
+    one = tessera.audit.verify()
+    calls = _in_ranges(monkeypatch, tessera.audit._store)  # type: ignore[arg-type]
+    many = tessera.audit.verify(jobs=4)
+    assert len(calls) == 1
+    assert len(calls[0]) == 4 == many.processes  # four did the checking
+    assert all(r.problem is None for r in calls[0])
+    assert all(r.size == r.upto for r in calls[0])
+    assert one.ok, one.problems
+    assert many.ok, many.problems
+    assert (many.records, many.head_hash, many.checkpoints_checked) == (
+        one.records,
+        one.head_hash,
+        one.checkpoints_checked,
+    )
+
+
+def test_verify_in_parallel_ranges_names_the_same_bad_record(
+    tessera: Tessera, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(45):
+        tessera.audit.record(_entry(i))
+    tessera.audit.checkpoint()
+    target = tessera.audit.query(AuditQuery(event_type="pdp.decision"))[-8]["seq"]
+    _disable_triggers(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_ledger WHERE seq = :s"), {"s": target})
+    calls = _in_ranges(monkeypatch, tessera.audit._store)  # type: ignore[arg-type]
+    report = tessera.audit.verify(jobs=3)
+    assert calls
+    assert any(r.problem is not None or r.start_hash is None for r in calls[0])
+    assert report.first_bad_seq == target  # from the one pass the ranges fell back to
+    assert report.problems[0].kind == "records_missing"
 
 
 def test_verify_detects_a_removed_tail_from_the_checkpoints(

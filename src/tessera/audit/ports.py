@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from tessera.audit.chain import ChainHead, PreparedBody
 from tessera.audit.checkpoint import Checkpoint
 from tessera.audit.segments import Segment
+from tessera.audit.verify import RangeResult
 from tessera.errors import InvalidInput
 
 MAX_PAGE = 1000
@@ -75,8 +76,17 @@ class AuditLedgerStore(Protocol):
 
     def checkpoint_jws(self) -> list[tuple[int, str]]: ...
 
-    def scan(self, after: int, batch: int) -> Iterator[list[tuple[int, bytes, str]]]:
-        """``(seq, body, hash)`` rows in order, in batches."""
+    def scan(
+        self, after: int, batch: int, upto: int | None = None
+    ) -> Iterator[list[tuple[int, bytes, str]]]:
+        """``(seq, body, hash)`` rows after ``after`` (up to ``upto``) in order, in batches."""
+
+    def check_ranges(
+        self, ranges: Sequence[tuple[int, int, str | None]], wanted: frozenset[int]
+    ) -> list[RangeResult] | None:
+        """Check ``(after, upto, start_hash)`` ranges of the chain at once, one process
+        each (``start_hash`` None: the stored hash of record ``after``); None when this
+        store cannot here (an in-memory database, a process with other threads)."""
 
     def query(self, q: AuditQuery) -> list[dict[str, Any]]:
         """Matching records (each with its ``hash``)."""

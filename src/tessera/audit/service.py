@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tessera.audit.chain import GENESIS_HASH, ChainHead, PreparedBody, Problem, prepare_entry
+from tessera.audit.chain import (
+    GENESIS_HASH,
+    ChainChecker,
+    ChainHead,
+    PreparedBody,
+    Problem,
+    prepare_entry,
+)
 from tessera.audit.checkpoint import (
     Checkpoint,
     DirectoryCheckpointSink,
@@ -53,7 +60,13 @@ from tessera.audit.segments import (
     write_manifest,
     write_records,
 )
-from tessera.audit.verify import VerifyReport, verify_ledger
+from tessera.audit.verify import (
+    ChainRun,
+    VerifyReport,
+    join_ranges,
+    split_ranges,
+    verify_ledger,
+)
 from tessera.clock import Clock, iso
 from tessera.crypto.jws import JwksKeys, KeyLookup
 from tessera.crypto.keyring import KeyRecord
@@ -64,6 +77,7 @@ log = logging.getLogger("tessera.audit")
 MAX_GROUP = 4096
 GATHER_MAX = 0.002  # seconds the committer waits for a group to fill
 SCAN_BATCH = 5000
+PARALLEL_RANGE_MIN = 50_000  # records per process below which verify stays in one process
 LOOKUP_BATCHES_PER_TICK = 40  # lookup transactions per chainer tick, at most
 
 
@@ -356,6 +370,7 @@ class AuditService:
         jwks: Mapping[str, Any] | None = None,
         export_lines: Iterable[str] | None = None,
         archive_dirs: Sequence[Path] | None = None,
+        jobs: int = 1,
     ) -> VerifyReport:
         """Check the whole chain and every checkpoint (store and sink directories).
 
@@ -364,7 +379,9 @@ class AuditService:
         ``export_lines`` the records come from an export instead of the store, and only
         the directories' checkpoints are checked. With ``archive_dirs`` every archived
         segment found there is verified too, and each link between them and the live
-        ledger (see ``segments.py``).
+        ledger (see ``segments.py``). With ``jobs`` above 1 the live chain is checked in
+        up to that many processes when it is long enough (``PARALLEL_RANGE_MIN`` records
+        each); a problem, or ranges that do not join, is checked again in one pass.
         """
         keys = (
             JwksKeys.from_jwks(jwks)
@@ -400,6 +417,7 @@ class AuditService:
                 )
             else:
                 start = ChainHead(first - 1, seg.prev_hash)
+        used: list[int] = []  # processes of a parallel check that joined
         if problems:
             report = VerifyReport(problems=problems)
         else:
@@ -410,7 +428,9 @@ class AuditService:
                 now=now,
                 start=start,
                 links=links,
+                run=self._parallel_run(jobs, used),
             )
+            report.processes = used[0] if used else 1
         report.pending = self._store.pending()
         report.segments = 1 + len(segments)
         if archive_dirs is not None:
@@ -419,6 +439,37 @@ class AuditService:
             report.seconds += time.perf_counter() - t0
         report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
         return report
+
+    def _parallel_run(self, jobs: int, used: list[int]) -> ChainRun | None:
+        """The chain up to the head as it is now, checked range by range in ``jobs``
+        processes; None (one pass) when it is too short or the store cannot."""
+        if jobs <= 1:
+            return None
+        upto = self._store.head().size
+
+        def run(origin: ChainHead, wanted: frozenset[int]) -> ChainChecker | None:
+            parts = min(jobs, (upto - origin.size) // PARALLEL_RANGE_MIN)
+            if parts < 2:
+                return None
+            ranges = [
+                (after, end, origin.hash if after == origin.size else None)
+                for after, end in split_ranges(origin.size, upto, parts)
+            ]
+            try:
+                results = self._store.check_ranges(ranges, wanted)
+            except Exception:  # a worker died, or could not connect: one pass decides
+                log.warning("audit verify: parallel check failed; one pass", exc_info=True)
+                return None
+            if results is None:
+                return None
+            joined = join_ranges(origin, wanted, results)
+            if joined is None:
+                log.info("audit verify: ranges did not join cleanly; checking in one pass")
+            else:
+                used.append(len(ranges))
+            return joined
+
+        return run
 
     def _verify_archives(
         self,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -35,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tessera.audit.chain import (
     GENESIS_HASH,
+    ChainChecker,
     ChainHead,
     LinkedRecord,
     PreparedBody,
@@ -45,16 +48,18 @@ from tessera.audit.checkpoint import Checkpoint
 from tessera.audit.ports import AuditQuery, ChainBatch
 from tessera.audit.record import RECORD_VERSION, AuditEntry, entry_from_event
 from tessera.audit.segments import Segment
+from tessera.audit.verify import RangeResult
 from tessera.clock import Clock, SystemClock
 from tessera.errors import Conflict, StoreUnavailable, TesseraError
 from tessera.store import tables as t
-from tessera.store.engine import sqlite_writer, translate_db_errors, writer_turn
+from tessera.store.engine import make_engine, sqlite_writer, translate_db_errors, writer_turn
 from tessera.store.fastsql import pg_paramstyle, sqlite_timestamp
 
 AUDIT_LOCK_ID = 0x7E55A0D  # pg_advisory_xact_lock key of the chainer
 _L = t.audit_ledger
 _LK = t.audit_lookup
 _LS = t.audit_lookup_state
+SCAN_RANGE_BATCH = 5000  # rows per fetch of a ``check_ranges`` worker
 LOOKUP_BATCH = 500  # records indexed per lookup transaction (a short write)
 _LOOKUPS = (("agent:", "agent_id"), ("session:", "session_id"), ("user:", "user_id"))
 
@@ -130,8 +135,9 @@ _INSERT_SQLITE = (
     "session_id, user_id, outbox_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_PG = pg_paramstyle(_INSERT_SQLITE)
-_SCAN_SQLITE = "SELECT seq, body, hash FROM audit_ledger WHERE seq > ? ORDER BY seq"
+_SCAN_SQLITE = "SELECT seq, body, hash FROM audit_ledger WHERE seq > ? AND seq <= ? ORDER BY seq"
 _SCAN_PG = pg_paramstyle(_SCAN_SQLITE)
+_SCAN_END = 2**63 - 1  # ``upto`` when the scan runs to the end
 
 
 def _row(rec: LinkedRecord, outbox_id: int | None, sqlite: bool) -> tuple[Any, ...]:
@@ -486,7 +492,9 @@ class SqlAuditLedger:
             rows = conn.execute(select(c.tree_size, c.jws).order_by(c.tree_size))
             return [(int(r[0]), str(r[1])) for r in rows]
 
-    def scan(self, after: int, batch: int) -> Iterator[list[tuple[int, bytes, str]]]:
+    def scan(
+        self, after: int, batch: int, upto: int | None = None
+    ) -> Iterator[list[tuple[int, bytes, str]]]:
         """Rows in order from one snapshot (one read transaction), through the driver's
         own cursor: verification runs at hashing speed, not at row-mapping speed."""
         sql = _SCAN_SQLITE if self._sqlite else _SCAN_PG
@@ -501,7 +509,7 @@ class SqlAuditLedger:
                 else dbapi.cursor(name="tessera_audit_scan", binary=True)
             )
             try:
-                cursor.execute(sql, (after,))
+                cursor.execute(sql, (after, _SCAN_END if upto is None else upto))
                 while True:
                     rows = cursor.fetchmany(batch)
                     if not rows:
@@ -511,6 +519,42 @@ class SqlAuditLedger:
                     yield rows
             finally:
                 cursor.close()
+
+    def stored_hash(self, seq: int) -> str | None:
+        c = _L.c
+        with translate_db_errors(), self.engine.connect() as conn:
+            found = conn.execute(select(c.hash).where(c.seq == seq)).scalar()
+            return None if found is None else str(found)
+
+    def check_ranges(
+        self, ranges: Sequence[tuple[int, int, str | None]], wanted: frozenset[int]
+    ) -> list[RangeResult] | None:
+        """The first range here, each other in a forked process of its own; each with its
+        own connection, so its own snapshot: ``join_ranges`` catches any difference."""
+        if not _forkable():
+            # Forking a process with other threads could copy a lock one of them holds;
+            # a cold start (spawn) imports Tessera in every process and, below millions
+            # of records, costs more than it saves. Such a process (a server) checks in
+            # one pass; ``tessera audit verify`` has no other thread.
+            return None
+        url = self.engine.url
+        if self._sqlite:
+            if url.database in (None, "", ":memory:") or "mode=memory" in str(url):
+                return None  # nothing another process could open
+            search_path = None
+        else:
+            with translate_db_errors(), self.engine.connect() as conn:
+                search_path = str(conn.execute(select(func.current_schema())).scalar_one())
+        target = url.render_as_string(hide_password=False)
+        fork = multiprocessing.get_context("fork")
+        first, rest = ranges[0], ranges[1:]
+        with ProcessPoolExecutor(max_workers=max(1, len(rest)), mp_context=fork) as pool:
+            futures = [
+                pool.submit(_check_range, target, search_path, after, upto, start, wanted)
+                for after, upto, start in rest
+            ]
+            here = _check_range_in(self, *first, wanted)  # this process takes the first
+            return [here, *(f.result() for f in futures)]
 
     def query(self, q: AuditQuery) -> list[dict[str, Any]]:
         stmt = select(_L.c.body, _L.c.hash)
@@ -544,3 +588,40 @@ class SqlAuditLedger:
         with translate_db_errors(), self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
         return [{**json.loads(bytes(body)), "hash": h} for body, h in rows]
+
+
+def _forkable() -> bool:
+    """True when this process may fork workers: it has no other thread, and can fork."""
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _check_range(
+    url: str,
+    search_path: str | None,
+    after: int,
+    upto: int,
+    start_hash: str | None,
+    wanted: frozenset[int],
+) -> RangeResult:
+    """A ``check_ranges`` worker: records ``after + 1 .. upto`` from its own connection."""
+    engine = make_engine(url, schema=search_path, pool_size=1)
+    try:
+        return _check_range_in(SqlAuditLedger(engine), after, upto, start_hash, wanted)
+    finally:
+        engine.dispose()
+
+
+def _check_range_in(
+    ledger: SqlAuditLedger, after: int, upto: int, start_hash: str | None, wanted: frozenset[int]
+) -> RangeResult:
+    if start_hash is None:
+        start_hash = ledger.stored_hash(after)
+        if start_hash is None:
+            return RangeResult(after, upto, None, after, GENESIS_HASH, {}, None)
+    checker = ChainChecker(start=ChainHead(after, start_hash), wanted=wanted)
+    for batch in ledger.scan(after, SCAN_RANGE_BATCH, upto):
+        if not checker.feed(batch):
+            break
+    return RangeResult(
+        after, upto, start_hash, checker.size, checker.head, checker.hash_at, checker.problem
+    )
