@@ -360,7 +360,8 @@ async def _budget(w: World, agent: Agent) -> None:
         assert w.seen.read_text().count("DELETE ") == deletes + 1
 
 
-def test_every_call_is_in_the_audit_ledger(world: World) -> None:
+def test_every_call_is_in_the_audit_ledger(world: World, agent: Agent) -> None:
+    asyncio.run(_allowed_and_refused(world, agent))  # its own calls, whatever ran before
     rows = world.tessera.audit.query(
         __import__("tessera.audit.ports", fromlist=["AuditQuery"]).AuditQuery(
             event_type="gateway.call", limit=500
@@ -372,3 +373,12 @@ def test_every_call_is_in_the_audit_ledger(world: World) -> None:
         assert r["details"]["decision_id"].startswith("dec_")
         assert "arguments" not in r["details"]
         assert json.dumps(r).find("eyJ") == -1  # no token in evidence
+
+
+async def _allowed_and_refused(w: World, agent: Agent) -> None:
+    source = _source(w, agent)
+    http = _http_client(w, agent, source)
+    mode = "legacy" if agent.dpop is None else "auto"
+    async with http, Client(streamable_http_client(w.resource, http_client=http), mode=mode) as c:
+        assert not (await _call(c, "read_file", {"path": "/srv/public/a"})).is_error
+        assert _error(await _call(c, "delete_records", {"table": "t"}))["code"] == -32001
