@@ -142,6 +142,9 @@ def test_cli_verify_search_tail_export(run, tmp_path: Path) -> None:  # type: ig
     assert report["ok"]
     assert report["records"] == 4
     assert report["pending"] == 0
+    assert report["processes"] == 1  # far below 50,000 records per range: one pass
+    assert json.loads(run("audit", "verify", "--jobs", "1", "--json"))["ok"]
+    run("audit", "verify", "--jobs", "-1", code=2)
     found = json.loads(run("audit", "search", "--event-type", "operator.suspended", "--json"))
     assert [r["details"]["reason"] for r in found] == ["drill"]
     tail = run("audit", "tail", "-n", "2", "--json").splitlines()
