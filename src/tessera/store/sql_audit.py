@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -591,8 +592,9 @@ class SqlAuditLedger:
 
 
 def _forkable() -> bool:
-    """True when this process may fork workers: it has no other thread, and can fork."""
-    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    """True when this process may fork workers: Linux (elsewhere Python itself prefers
+    not to fork, as system libraries may not survive it) and no other thread."""
+    return sys.platform == "linux" and threading.active_count() == 1
 
 
 def _check_range(
