@@ -284,6 +284,13 @@ class ChainChecker:
         self.size, self.head = size, head
         return self.problem is None
 
+    def feed_all(self, batches: Iterable[Iterable[tuple[int, bytes, str]]]) -> bool:
+        """``feed`` each batch in turn, stopping at the first problem (the rest unread)."""
+        for batch in batches:
+            if not self.feed(batch):
+                return False
+        return self.problem is None
+
     def _fail(self, kind: str, message: str, seq: int) -> None:
         self.problem = Problem(kind, message, seq)
 

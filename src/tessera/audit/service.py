@@ -417,7 +417,6 @@ class AuditService:
                 )
             else:
                 start = ChainHead(first - 1, seg.prev_hash)
-        used: list[int] = []  # processes of a parallel check that joined
         if problems:
             report = VerifyReport(problems=problems)
         else:
@@ -428,9 +427,8 @@ class AuditService:
                 now=now,
                 start=start,
                 links=links,
-                run=self._parallel_run(jobs, used),
+                run=self._parallel_run(jobs),
             )
-            report.processes = used[0] if used else 1
         report.pending = self._store.pending()
         report.segments = 1 + len(segments)
         if archive_dirs is not None:
@@ -440,14 +438,14 @@ class AuditService:
         report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
         return report
 
-    def _parallel_run(self, jobs: int, used: list[int]) -> ChainRun | None:
+    def _parallel_run(self, jobs: int) -> ChainRun | None:
         """The chain up to the head as it is now, checked range by range in ``jobs``
         processes; None (one pass) when it is too short or the store cannot."""
         if jobs <= 1:
             return None
         upto = self._store.head().size
 
-        def run(origin: ChainHead, wanted: frozenset[int]) -> ChainChecker | None:
+        def run(origin: ChainHead, wanted: frozenset[int]) -> tuple[ChainChecker, int] | None:
             parts = min(jobs, (upto - origin.size) // PARALLEL_RANGE_MIN)
             if parts < 2:
                 return None
@@ -465,9 +463,8 @@ class AuditService:
             joined = join_ranges(origin, wanted, results)
             if joined is None:
                 log.info("audit verify: ranges did not join cleanly; checking in one pass")
-            else:
-                used.append(len(ranges))
-            return joined
+                return None
+            return joined, len(ranges)
 
         return run
 
@@ -593,10 +590,8 @@ class AuditService:
         head: list[str] = [current.prev_hash]
 
         def lines() -> Iterator[str]:
-            for batch in self._store.scan(current.first_seq - 1, SCAN_BATCH):
-                for seq, body, digest in batch:
-                    if seq > last:
-                        return
+            for batch in self._store.scan(current.first_seq - 1, SCAN_BATCH, last):
+                for _seq, body, digest in batch:
                     record = json.loads(body)
                     record["hash"] = digest
                     head[0] = digest

@@ -48,6 +48,29 @@ def split_ranges(after: int, upto: int, parts: int) -> list[tuple[int, int]]:
     return list(pairwise(bounds))
 
 
+def check_range(
+    after: int,
+    upto: int,
+    start_hash: str | None,
+    wanted: frozenset[int],
+    *,
+    stored_hash: Callable[[int], str | None],
+    scan: Callable[[int, int], Iterable[Sequence[tuple[int, bytes, str]]]],
+) -> RangeResult:
+    """Check records ``after + 1 .. upto`` (``scan(after, upto)``'s batches) from
+    ``start_hash``, or when it is None from ``stored_hash(after)``: what one worker of a
+    parallel verify does."""
+    if start_hash is None:
+        start_hash = stored_hash(after)
+        if start_hash is None:
+            return RangeResult(after, upto, None, after, GENESIS_HASH, {}, None)
+    checker = ChainChecker(start=ChainHead(after, start_hash), wanted=wanted)
+    checker.feed_all(scan(after, upto))
+    return RangeResult(
+        after, upto, start_hash, checker.size, checker.head, checker.hash_at, checker.problem
+    )
+
+
 def join_ranges(
     start: ChainHead, wanted: frozenset[int], parts: Sequence[RangeResult]
 ) -> ChainChecker | None:
@@ -71,9 +94,9 @@ def join_ranges(
     return checker
 
 
-# ``(start, wanted) -> checker``: the chain checked some other way (in parallel), or None
-# to check it by feeding the batches.
-ChainRun = Callable[[ChainHead, frozenset[int]], ChainChecker | None]
+# ``(start, wanted) -> (checker, processes)``: the chain checked some other way (in
+# parallel), or None to check it by feeding the batches.
+ChainRun = Callable[[ChainHead, frozenset[int]], tuple[ChainChecker, int] | None]
 
 
 @dataclass
@@ -136,7 +159,8 @@ def verify_ledger(
     checkpoints outside ``start.size .. end`` belong to other segments and are left to
     their checks. ``links`` are ``(size, hash, what)``: the chain's hash at ``size`` must
     be ``hash`` (a segment's recorded ``prev_hash``). ``run``, when it returns a
-    checker, replaces feeding ``batches`` (which are then never read).
+    checker (and how many processes made it), replaces feeding ``batches`` (which are
+    then never read).
     """
     t0 = time.perf_counter()
     report = VerifyReport()
@@ -157,12 +181,12 @@ def verify_ledger(
     wanted = frozenset(cp.tree_size for _, cp in valid) | frozenset(
         size for size, _, _ in links if size >= origin.size
     )
-    checker = run(origin, wanted) if run is not None else None
-    if checker is None:
+    ran = run(origin, wanted) if run is not None else None
+    if ran is not None:
+        checker, report.processes = ran
+    else:
         checker = ChainChecker(start=origin, wanted=wanted)
-        for batch in batches:
-            if not checker.feed(batch):
-                break
+        checker.feed_all(batches)
     if checker.problem is not None:
         report.problems.insert(0, checker.problem)
     report.records, report.head_hash = checker.size, checker.head

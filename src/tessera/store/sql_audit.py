@@ -38,7 +38,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tessera.audit.chain import (
     GENESIS_HASH,
-    ChainChecker,
     ChainHead,
     LinkedRecord,
     PreparedBody,
@@ -49,7 +48,7 @@ from tessera.audit.checkpoint import Checkpoint
 from tessera.audit.ports import AuditQuery, ChainBatch
 from tessera.audit.record import RECORD_VERSION, AuditEntry, entry_from_event
 from tessera.audit.segments import Segment
-from tessera.audit.verify import RangeResult
+from tessera.audit.verify import RangeResult, check_range
 from tessera.clock import Clock, SystemClock
 from tessera.errors import Conflict, StoreUnavailable, TesseraError
 from tessera.store import tables as t
@@ -616,14 +615,11 @@ def _check_range(
 def _check_range_in(
     ledger: SqlAuditLedger, after: int, upto: int, start_hash: str | None, wanted: frozenset[int]
 ) -> RangeResult:
-    if start_hash is None:
-        start_hash = ledger.stored_hash(after)
-        if start_hash is None:
-            return RangeResult(after, upto, None, after, GENESIS_HASH, {}, None)
-    checker = ChainChecker(start=ChainHead(after, start_hash), wanted=wanted)
-    for batch in ledger.scan(after, SCAN_RANGE_BATCH, upto):
-        if not checker.feed(batch):
-            break
-    return RangeResult(
-        after, upto, start_hash, checker.size, checker.head, checker.hash_at, checker.problem
+    return check_range(
+        after,
+        upto,
+        start_hash,
+        wanted,
+        stored_hash=ledger.stored_hash,
+        scan=lambda a, u: ledger.scan(a, SCAN_RANGE_BATCH, u),
     )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tessera.audit.chain import GENESIS_HASH, ChainChecker, ChainHead, link
 from tessera.audit.record import ActorLayers, AuditEntry
-from tessera.audit.verify import RangeResult, join_ranges, split_ranges
+from tessera.audit.verify import RangeResult, check_range, join_ranges, split_ranges
 from tessera.clock import ManualClock
 
 CLOCK = ManualClock()
@@ -37,17 +37,15 @@ def _check_range(
     start: str | None,
     wanted: frozenset[int],
 ) -> RangeResult:
-    """What a worker does, over rows in memory: start from the stored hash of ``after``."""
-    if start is None:
-        stored = [h for s, _, h in rows if s == after]
-        if not stored:
-            return RangeResult(after, upto, None, after, GENESIS_HASH, {}, None)
-        start = stored[0]
-    checker = ChainChecker(start=ChainHead(after, start), wanted=wanted)
-    checker.feed([r for r in rows if after < r[0] <= upto])
-    return RangeResult(
-        after, upto, start, checker.size, checker.head, checker.hash_at, checker.problem
-    )
+    """``check_range`` over rows in memory, read as the store reads them (by seq)."""
+
+    def stored_hash(seq: int) -> str | None:
+        return next((h for s, _, h in rows if s == seq), None)
+
+    def scan(a: int, u: int) -> list[list[tuple[int, bytes, str]]]:
+        return [[r for r in rows if a < r[0] <= u]]
+
+    return check_range(after, upto, start, wanted, stored_hash=stored_hash, scan=scan)
 
 
 def _in_ranges(
