@@ -23,8 +23,9 @@ from sqlalchemy import create_engine, text
 
 from tessera.app import build, initialise
 from tessera.audit import ActorLayers, AuditEntry, AuditQuery
-from tessera.audit.chain import ChainChecker
-from tessera.audit.service import AuditService
+from tessera.audit.chain import GENESIS_HASH, ChainChecker, ChainHead, PreparedBody, link_prepared
+from tessera.audit.ports import ChainBatch
+from tessera.audit.service import AuditService, AuditSettings
 from tessera.clock import SystemClock
 from tessera.config import load_config
 from tessera.store.engine import make_engine
@@ -91,6 +92,52 @@ def _appends_async(audit: AuditService, writers: int, per_writer: int) -> tuple[
         return writers * per_writer / (time.perf_counter() - t0)
 
     return asyncio.run(main()), latencies
+
+
+class _NoDatabase:
+    """Bench only: a ledger store that links each group in memory and writes nothing, so
+    ``AuditService`` runs its whole Python path (the caller's encoding, joining a group,
+    the committer, the wake-ups) without a database. Its rate is the ceiling of any store
+    on this machine: a durable store can only add to each record's cost."""
+
+    def __init__(self) -> None:
+        self._head = ChainHead(0, GENESIS_HASH)
+
+    def chain(self, bodies: list[PreparedBody], *, outbox_limit: int) -> ChainBatch:
+        _, self._head = link_prepared(self._head, bodies, lambda seq, raw, digest, body: seq)
+        first = self._head.size - len(bodies) + 1
+        return ChainBatch(list(range(first, self._head.size + 1)), 0, self._head, False)
+
+    def checkpoint_jws(self) -> list[tuple[int, str]]:
+        return []
+
+
+def _ceiling(quick: bool) -> list[Row]:
+    """32 coroutines through ``record_async`` with no database (``_NoDatabase``)."""
+    audit = AuditService(
+        _NoDatabase(),  # type: ignore[arg-type]
+        SystemClock(),
+        None,  # type: ignore[arg-type]
+        None,
+        AuditSettings(checkpoint_every=2**62),  # nothing to sign: no checkpoints
+    )
+    writers, per_writer, n_rounds = 32, (150 if quick else 600), (2 if quick else 3)
+    _appends_async(audit, writers, 20)
+    c0 = time.process_time()
+    rounds = [_appends_async(audit, writers, per_writer) for _ in range(n_rounds)]
+    cpu = (time.process_time() - c0) / (n_rounds * writers * per_writer) * 1e6
+    lat = [x for _, lats in rounds for x in lats]
+    return [
+        Row(
+            "appends with no database, 32 coroutines (ceiling)",
+            "ops/s",
+            statistics.median(r for r, _ in rounds),
+            None,
+            n_rounds,
+            f"CPU {cpu:.1f} µs/append, p50 {statistics.median(lat) / 1000:.2f} ms: the "
+            "service's Python path alone, the most any store can reach on this machine",
+        )
+    ]
 
 
 _VERIFY = """
@@ -309,8 +356,9 @@ def _measure(backend: str, url: str, schema: str | None, quick: bool) -> list[Ro
 
 
 def run(quick: bool) -> list[Row]:
+    rows = _ceiling(quick)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = _measure("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", None, quick)
+        rows += _measure("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", None, quick)
     schema = "bench_" + secrets.token_hex(4)
     try:
         admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})

@@ -363,6 +363,26 @@ def _captured_cedar(point: Any, bundle: Any, req: Any, caller: Any) -> tuple[Any
     return d, functools.partial(real, *args, **kw), args
 
 
+def _engine_call(cedar_call: Callable[[], object]) -> Callable[[], object]:
+    """The ``cedarpy.is_authorized`` call a Cedar stage makes (its request, policy slice
+    and entity handles, already built and cached), as a callable: the engine alone."""
+    import cedarpy
+
+    seen: list[tuple[Any, ...]] = []
+    real = cedarpy.is_authorized
+
+    def spy(*args: Any) -> Any:
+        seen.append(args)
+        return real(*args)
+
+    cedarpy.is_authorized = spy
+    try:
+        cedar_call()
+    finally:
+        cedarpy.is_authorized = real
+    return functools.partial(real, *seen[-1])
+
+
 def _in_process(fx: PdpFixture, token: str, tmp: Path, n: int) -> list[Row]:
     """``DecisionPoint.decide`` in process (no HTTP, no result cache): the issue's bundle
     shape at 100 and 1,000 policies (about 10 applicable), the old filler shape (1 in 10
@@ -435,6 +455,16 @@ def _in_process(fx: PdpFixture, token: str, tmp: Path, n: int) -> list[Row]:
             )
         )
         if label.startswith("100 "):
+            engine_call = _engine_call(cedar_call)
+            engine = _cpu_each(engine_call, n)
+            rows.append(
+                latency_row(
+                    f"    cedarpy call alone, {label}",
+                    time_each(engine_call, n),
+                    f"CPU p50 {statistics.median(engine):.0f} µs; cedarpy.is_authorized with "
+                    "the stage's cached handles: the engine's floor under any decision",
+                )
+            )
             if not all(x.allowed for x in point.decide_many(batch, caller, consume=False)):
                 raise RuntimeError("benchmark batch denied")
             rounds = max(5, n // 20)

@@ -13,6 +13,36 @@ sys.path.insert(0, str(HERE))
 from harness import Row  # noqa: E402
 
 
+def machine_line() -> str:
+    """How fast this machine runs plain Python and SHA-256 (medians of 5), printed above
+    the table: figures from different machines compare only after scaling by these."""
+    import hashlib
+    import os
+    import statistics
+    import time
+
+    def loop() -> float:
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(1_000_000):
+            x += i
+        return (time.perf_counter() - t0) * 1000  # ns per iteration
+
+    def sha() -> float:
+        data = b"x" * (1 << 20)
+        t0 = time.perf_counter()
+        for _ in range(32):
+            hashlib.sha256(data).digest()
+        return 32 / (time.perf_counter() - t0)  # MB/s
+
+    ns = statistics.median(loop() for _ in range(5))
+    mbs = statistics.median(sha() for _ in range(5))
+    return (
+        f"machine: {os.cpu_count()} CPUs, a Python loop {ns:.0f} ns/iteration, "
+        f"SHA-256 {mbs:.0f} MB/s (medians of 5)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help="run only modules whose name contains this")
@@ -30,6 +60,7 @@ def main() -> int:
         print(f"running {path.stem} ...", file=sys.stderr, flush=True)
         for row in module.run(args.quick):
             rows.append((path.stem.removeprefix("bench_"), row))
+    print(machine_line())
     header = (
         f"{'suite':<10} {'benchmark':<52} {'median':>12} {'p99':>12} {'unit':<7} {'n':>6}  note"
     )
