@@ -62,5 +62,25 @@ def parse_iso(value: str) -> datetime:
     return utc(dt)
 
 
+# The last second ``iso`` formatted: (year, month, day, hour, minute, second) and its text
+# "YYYY-MM-DDTHH:MM:SS". One tuple, replaced whole, so threads never see half an update.
+_ISO_SECOND: tuple[tuple[int, ...], str] = ((), "")
+
+
 def iso(dt: datetime) -> str:
-    return utc(dt).isoformat().replace("+00:00", "Z")
+    """``dt`` in UTC as RFC 3339 text with a ``Z``: "2026-01-02T03:04:05.678901Z", or
+    "2026-01-02T03:04:05Z" when it has no microseconds (what ``isoformat`` gives). The
+    text up to the second is kept from the previous call: audit records and tokens format
+    the current time many times a second, and ``isoformat`` costs more than the rest."""
+    global _ISO_SECOND
+    if dt.tzinfo is not UTC:
+        dt = utc(dt)
+    key = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+    cached = _ISO_SECOND
+    if cached[0] == key:
+        text = cached[1]
+    else:
+        text = dt.replace(microsecond=0, tzinfo=None).isoformat()
+        _ISO_SECOND = (key, text)
+    us = dt.microsecond
+    return f"{text}.{us:06d}Z" if us else text + "Z"
