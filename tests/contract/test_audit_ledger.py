@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from tessera.app import Tessera
 from tessera.audit import ActorLayers, AuditEntry, AuditQuery, AuditService, AuditSettings
 from tessera.audit import service as audit_service
+from tessera.audit.chain import prepare_entry
 from tessera.audit.verify import RangeResult
 from tessera.errors import StoreUnavailable
 from tessera.store import sql_audit
@@ -89,6 +90,33 @@ def test_coroutines_share_the_group_commit_too(tessera: Tessera) -> None:
     records = tessera.audit.query(AuditQuery(event_type="pdp.decision", limit=100))
     assert sorted(r["seq"] for r in records) == sorted(seqs)
     assert tessera.audit.verify().ok
+
+
+def test_groups_and_outbox_batches_larger_than_one_insert_statement(
+    tessera: Tessera, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a group goes in as multi-row INSERTs of ``SQLITE_ROWS_PER_INSERT`` rows;
+    a group and an outbox batch of several statements and a remainder keep every record,
+    in order, byte for byte what verify recomputes."""
+    monkeypatch.setattr(sql_audit, "SQLITE_ROWS_PER_INSERT", 7)
+    now = tessera.clock.now()
+    ledger = SqlAuditLedger(engine)
+    before = tessera.audit.head().size
+    batch = ledger.chain([prepare_entry(_entry(i), now) for i in range(23)], outbox_limit=0)
+    assert batch.seqs == list(range(before + 1, before + 24))
+    for i in range(17):  # state changes: outbox rows, chained 10 at a time below
+        tessera.identity.create_operator(f"op-{i}", None, actor="cli")
+    moved = ledger.chain([], outbox_limit=10)
+    assert moved.chained_outbox == 10
+    assert moved.more_pending
+    ledger.close()
+    tessera.audit.chain_pending()
+    records = tessera.audit.query(AuditQuery(event_type="pdp.decision", limit=100))
+    assert sorted(int(r["resource"].split(":")[1]) for r in records) == list(range(23))
+    assert len(tessera.audit.query(AuditQuery(event_type="operator.created", limit=100))) == 17
+    report = tessera.audit.verify()
+    assert report.ok, report.problems
+    assert report.records == tessera.audit.head().size
 
 
 def test_query_filters_and_pages(tessera: Tessera) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -129,12 +130,34 @@ _OUTBOX_INSERT_SQLITE = "INSERT INTO audit_outbox (created_at, body) VALUES (?, 
 _OUTBOX_INSERT_PG = pg_paramstyle(_OUTBOX_INSERT_SQLITE)
 
 
-# The hot path of group commit: driver-level executemany, no per-row SQL compilation.
+# The hot path of group commit: driver-level statements, no per-row SQL compilation.
 _INSERT_SQLITE = (
     "INSERT INTO audit_ledger (seq, time, event_type, outcome, principal, agent_id, "
     "session_id, user_id, outbox_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_PG = pg_paramstyle(_INSERT_SQLITE)
+# On SQLite a group's rows go in as multi-row INSERTs of up to this many rows (11
+# parameters each, far below SQLite's 32,766): the driver releases the GIL around every
+# sqlite3_step, so executemany would hand the GIL over once per row, and in a busy
+# server each hand-over can wait a switch interval (docs/audit.md, round 6).
+SQLITE_ROWS_PER_INSERT = 64
+
+
+@functools.cache
+def _sqlite_insert(n: int) -> str:
+    """The INSERT of ``n`` ledger rows at once (one statement text per ``n``)."""
+    return _INSERT_SQLITE + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (n - 1)
+
+
+def _insert_sqlite_rows(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``rows`` into the ledger on a DB-API cursor of SQLite, a statement per
+    ``SQLITE_ROWS_PER_INSERT`` rows: one sqlite3_step (one GIL hand-over) each."""
+    step = SQLITE_ROWS_PER_INSERT
+    for i in range(0, len(rows), step):
+        chunk = rows[i : i + step]
+        cur.execute(_sqlite_insert(len(chunk)), [value for row in chunk for value in row])
+
+
 _SCAN_SQLITE = "SELECT seq, body, hash FROM audit_ledger WHERE seq > ? AND seq <= ? ORDER BY seq"
 _SCAN_PG = pg_paramstyle(_SCAN_SQLITE)
 _SCAN_END = 2**63 - 1  # ``upto`` when the scan runs to the end
@@ -208,7 +231,7 @@ class SqlAuditLedger:
 
     def _append_group(self, bodies: Sequence[dict[str, Any] | PreparedBody]) -> ChainBatch:
         """Group commit's hot path: the same transaction as ``_chain`` with no outbox rows,
-        on the driver directly (BEGIN, lock, head, one executemany, COMMIT): SQLAlchemy's
+        on the driver directly (BEGIN, lock, head, the rows' INSERTs, COMMIT): SQLAlchemy's
         per-statement work would cost more than the records' own.
 
         It runs on one connection kept checked out of the pool (checkout, reset and return
@@ -242,7 +265,10 @@ class SqlAuditLedger:
                     linked = link(head, bodies)
                     rows = [_row(rec, None, sqlite) for rec in linked]
                     new_head = ChainHead(linked[-1].seq, linked[-1].hash)
-                cur.executemany(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
+                if sqlite:
+                    _insert_sqlite_rows(cur, rows)
+                else:
+                    cur.executemany(_INSERT_PG, rows)
                 if sqlite:
                     cur.execute("COMMIT")
                 else:
@@ -448,7 +474,16 @@ class SqlAuditLedger:
         ids = [oid for oid, _ in outbox]
         sqlite = self._sqlite
         rows = [_row(rec, ids[i] if i < len(ids) else None, sqlite) for i, rec in enumerate(linked)]
-        conn.exec_driver_sql(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
+        if sqlite:
+            cur = conn.connection.cursor()  # the same connection, so the same transaction
+            try:
+                _insert_sqlite_rows(cur, rows)
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from exc
+            finally:
+                cur.close()
+        else:
+            conn.exec_driver_sql(_INSERT_PG, rows)
         if ids:
             conn.execute(t.audit_outbox.delete().where(t.audit_outbox.c.id.in_(ids)))
         last = linked[-1]
