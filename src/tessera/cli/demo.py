@@ -13,7 +13,7 @@ from tessera.app import Tessera, initialise, write_private_file
 from tessera.cli.main import _config, _tessera, app
 from tessera.cli.output import cli_errors, console, emit_json, fail
 from tessera.crypto.keys import generate_signing_key
-from tessera.errors import NotFound
+from tessera.errors import Conflict, NotFound
 from tessera.rebac.ports import RelationTuple
 
 demo_app = typer.Typer(no_args_is_help=True, help="The demo data set.")
@@ -44,6 +44,9 @@ type document
 """
 
 
+LAST_DEMO_AGENT = "legacy-reporter"  # created by the last step of load_demo
+
+
 def _write_key(path: Path, jwk: dict[str, Any]) -> None:
     write_private_file(path, json.dumps(jwk, indent=2))
 
@@ -54,12 +57,24 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     Agents' and the service's private keys go to ``<data dir>/demo/`` (mode 0600) so the
     walkthrough can use them; only public keys are registered."""
     ident = t.identity
+    key_dir = t.config.data_dir / "demo"
     try:
         ident.get_operator(DEMO_OPERATOR)
-        return {"loaded": False, "reason": "demo already loaded"}
     except NotFound:
         pass
-    key_dir = t.config.data_dir / "demo"
+    else:
+        # The steps below are separate transactions; the agent created last says they all
+        # ran. Without it an earlier load stopped part-way, and reusing that half would
+        # leave the walkthrough failing in confusing places: refuse, saying what to do.
+        names = {a.name for a in ident.list_agents(operator=DEMO_OPERATOR)}
+        if LAST_DEMO_AGENT in names:
+            return {"loaded": False, "reason": "demo already loaded"}
+        raise Conflict(
+            "the demo in this store is incomplete: an earlier `tessera demo load` stopped "
+            "part-way; start again from an empty store (with the embedded SQLite store, "
+            f"remove {t.config.data_dir})",
+            code="demo_incomplete",
+        )
     actor = "demo"
     ident.create_operator(DEMO_OPERATOR, "Acme Research", actor=actor)
     ident.create_user(
@@ -157,7 +172,7 @@ def load_demo(t: Tessera) -> dict[str, Any]:
     _load_demo_directory(t)
     _seed_demo_baselines(t, created)
     stream = _load_demo_signals(t, key_dir)
-    posture_examples = _load_posture_examples(t, key_dir)
+    posture_examples = _load_posture_examples(t, key_dir)  # last: it marks a complete load
     return {
         "loaded": True,
         "ssf_stream": stream,
@@ -218,7 +233,7 @@ def _load_posture_examples(t: Tessera, key_dir: Path) -> list[str]:
     """An agent that `tessera posture scan` flags: a legacy client secret (a standing
     credential) and no model attestation. Its secret goes to the demo key dir (0600)."""
     reg = t.identity.register_agent(
-        "legacy-reporter",
+        LAST_DEMO_AGENT,
         operator=DEMO_OPERATOR,
         owner="bob",
         purpose="Weekly report bot still on a shared secret (a posture example)",

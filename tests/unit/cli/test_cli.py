@@ -137,6 +137,25 @@ def test_invalid_config_names_the_variable(run, monkeypatch: pytest.MonkeyPatch)
     assert "TESSERA_PORT" in run("init", code=2)
 
 
+def test_a_demo_load_that_stopped_part_way_is_refused_not_reused(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tessera.cli import demo
+
+    run("init")
+
+    def broken(*_: object) -> str:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(demo, "_load_demo_signals", broken)
+        assert "disk full" in run("demo", "load", code=2)
+    out = run("demo", "load", code=2)  # the operator exists, the last step never ran
+    assert "incomplete" in out
+    assert str(tmp_path / "data") in out
+    assert "demo_incomplete" not in out  # one plain line, no traceback or code dump
+
+
 def test_demo_load_is_idempotent(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("init")
     first = json.loads(run("demo", "load", "--json"))
