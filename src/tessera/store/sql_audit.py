@@ -136,8 +136,8 @@ _INSERT_SQLITE = (
     "session_id, user_id, outbox_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_PG = pg_paramstyle(_INSERT_SQLITE)
-# On SQLite a group's rows go in as multi-row INSERTs of up to this many rows (11
-# parameters each, far below SQLite's 32,766): the driver releases the GIL around every
+# On SQLite a group's rows go in as multi-row INSERTs of up to this many rows (704
+# parameters, below even the 999 of SQLite before 3.32): the driver releases the GIL around every
 # sqlite3_step, so executemany would hand the GIL over once per row, and in a busy
 # server each hand-over can wait a switch interval (docs/audit.md, round 6).
 SQLITE_ROWS_PER_INSERT = 64
