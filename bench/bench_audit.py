@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import Row, percentile
@@ -25,7 +25,7 @@ from tessera.app import build, initialise
 from tessera.audit import ActorLayers, AuditEntry, AuditQuery
 from tessera.audit.chain import GENESIS_HASH, ChainChecker, ChainHead, PreparedBody, link_prepared
 from tessera.audit.ports import ChainBatch
-from tessera.audit.service import AuditService, AuditSettings
+from tessera.audit.service import AuditService, AuditSettings, default_verify_jobs
 from tessera.clock import SystemClock
 from tessera.config import load_config
 from tessera.store.engine import make_engine
@@ -94,6 +94,26 @@ def _appends_async(audit: AuditService, writers: int, per_writer: int) -> tuple[
     return asyncio.run(main()), latencies
 
 
+def _sizes(quick: bool) -> tuple[int, int, int]:
+    """Writers, records per writer and rounds of every append measurement."""
+    return 32, (150 if quick else 600), (2 if quick else 3)
+
+
+def _rounds(
+    appends: Callable[[AuditService, int, int], tuple[float, list[float]]],
+    audit: AuditService,
+    writers: int,
+    per_writer: int,
+    n_rounds: int,
+) -> tuple[list[float], list[float], float]:
+    """``n_rounds`` of ``appends``: each round's rate, every latency, and the process's
+    CPU per append over all rounds (µs)."""
+    c0 = time.process_time()
+    rounds = [appends(audit, writers, per_writer) for _ in range(n_rounds)]
+    cpu = (time.process_time() - c0) / (n_rounds * writers * per_writer) * 1e6
+    return [r for r, _ in rounds], [x for _, lats in rounds for x in lats], cpu
+
+
 class _NoDatabase:
     """Bench only: a ledger store that links each group in memory and writes nothing, so
     ``AuditService`` runs its whole Python path (the caller's encoding, joining a group,
@@ -121,17 +141,14 @@ def _ceiling(quick: bool) -> list[Row]:
         None,
         AuditSettings(checkpoint_every=2**62),  # nothing to sign: no checkpoints
     )
-    writers, per_writer, n_rounds = 32, (150 if quick else 600), (2 if quick else 3)
+    writers, per_writer, n_rounds = _sizes(quick)
     _appends_async(audit, writers, 20)
-    c0 = time.process_time()
-    rounds = [_appends_async(audit, writers, per_writer) for _ in range(n_rounds)]
-    cpu = (time.process_time() - c0) / (n_rounds * writers * per_writer) * 1e6
-    lat = [x for _, lats in rounds for x in lats]
+    rates, lat, cpu = _rounds(_appends_async, audit, writers, per_writer, n_rounds)
     return [
         Row(
             "appends with no database, 32 coroutines (ceiling)",
             "ops/s",
-            statistics.median(r for r, _ in rounds),
+            statistics.median(rates),
             None,
             n_rounds,
             f"CPU {cpu:.1f} µs/append, p50 {statistics.median(lat) / 1000:.2f} ms: the "
@@ -177,19 +194,10 @@ def _measure(backend: str, url: str, schema: str | None, quick: bool) -> list[Ro
         initialise(config, clock=SystemClock(), engine=engine)
         t = build(config, engine=engine)
         t.audit.start()  # as `tessera serve` runs it: the lookup indexer works meanwhile
-        writers, per_writer = 32, (150 if quick else 600)
-        n_rounds = 2 if quick else 3
+        writers, per_writer, n_rounds = _sizes(quick)
         _appends(t.audit, writers, 20)  # warm-up: connections, caches
-        c0 = time.process_time()
-        rounds = [_appends(t.audit, writers, per_writer) for _ in range(n_rounds)]
-        cpu_threads = (time.process_time() - c0) / (n_rounds * writers * per_writer) * 1e6
-        lat = [x for _, lats in rounds for x in lats]
-        rates = [r for r, _ in rounds]
-        c0 = time.process_time()
-        a_rounds = [_appends_async(t.audit, writers, per_writer) for _ in range(n_rounds)]
-        cpu_async = (time.process_time() - c0) / (n_rounds * writers * per_writer) * 1e6
-        a_lat = [x for _, lats in a_rounds for x in lats]
-        a_rates = [r for r, _ in a_rounds]
+        rates, lat, cpu_threads = _rounds(_appends, t.audit, writers, per_writer, n_rounds)
+        a_rates, a_lat, cpu_async = _rounds(_appends_async, t.audit, writers, per_writer, n_rounds)
         wide = _appends_async(t.audit, 256, per_writer // 4)
         t.audit.index_pending(max_batches=10_000)
         q_ms = []
@@ -214,7 +222,7 @@ def _measure(backend: str, url: str, schema: str | None, quick: bool) -> list[Ro
             chain_rates.append(checker.size / (time.perf_counter() - t0))
         chain_rate = statistics.median(chain_rates)
         # as `tessera audit verify` runs: one pass and in parallel ranges, alternately
-        jobs = min(os.cpu_count() or 1, 8)
+        jobs = default_verify_jobs()
         alone: dict[int, list[float]] = {1: [], jobs: []}
         used = 1
         for _ in range(3):

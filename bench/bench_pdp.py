@@ -345,22 +345,28 @@ def _cpu_each(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def _captured_cedar(point: Any, bundle: Any, req: Any, caller: Any) -> tuple[Any, Any, Any]:
-    """One decision, and the Cedar call it made (the same arguments) as a callable."""
-    seen: list[tuple[Any, ...]] = []
-    real = bundle.cedar.authorize
+def _last_call(owner: Any, name: str, run: Callable[[], Any]) -> tuple[Any, Any, tuple[Any, ...]]:
+    """Run ``run`` with ``owner.name`` watched: what ``run`` returned, the last call of
+    ``owner.name`` it made (the same arguments) as a callable, and those arguments."""
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    real = getattr(owner, name)
 
     def spy(*args: Any, **kw: Any) -> Any:
         seen.append((args, kw))
         return real(*args, **kw)
 
-    bundle.cedar.authorize = spy
+    setattr(owner, name, spy)
     try:
-        d = point.decide(req, caller)
+        out = run()
     finally:
-        bundle.cedar.authorize = real
+        setattr(owner, name, real)
     args, kw = seen[-1]
-    return d, functools.partial(real, *args, **kw), args
+    return out, functools.partial(real, *args, **kw), args
+
+
+def _captured_cedar(point: Any, bundle: Any, req: Any, caller: Any) -> tuple[Any, Any, Any]:
+    """One decision, and the Cedar call it made (the same arguments) as a callable."""
+    return _last_call(bundle.cedar, "authorize", lambda: point.decide(req, caller))
 
 
 def _engine_call(cedar_call: Callable[[], object]) -> Callable[[], object]:
@@ -368,19 +374,7 @@ def _engine_call(cedar_call: Callable[[], object]) -> Callable[[], object]:
     and entity handles, already built and cached), as a callable: the engine alone."""
     import cedarpy
 
-    seen: list[tuple[Any, ...]] = []
-    real = cedarpy.is_authorized
-
-    def spy(*args: Any) -> Any:
-        seen.append(args)
-        return real(*args)
-
-    cedarpy.is_authorized = spy
-    try:
-        cedar_call()
-    finally:
-        cedarpy.is_authorized = real
-    return functools.partial(real, *seen[-1])
+    return _last_call(cedarpy, "is_authorized", cedar_call)[1]
 
 
 def _in_process(fx: PdpFixture, token: str, tmp: Path, n: int) -> list[Row]:

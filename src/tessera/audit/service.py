@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -79,6 +80,12 @@ GATHER_MAX = 0.002  # seconds the committer waits for a group to fill
 SCAN_BATCH = 5000
 PARALLEL_RANGE_MIN = 50_000  # records per process below which verify stays in one process
 LOOKUP_BATCHES_PER_TICK = 40  # lookup transactions per chainer tick, at most
+
+
+def default_verify_jobs() -> int:
+    """How many processes ``tessera audit verify`` checks with by default: one per CPU,
+    at most 8."""
+    return min(os.cpu_count() or 1, 8)
 
 
 class CheckpointKeys(Protocol):

@@ -7,7 +7,6 @@ database, like a server node), so what it shows is current.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from tessera.app import Tessera
 from tessera.audit.export import export_line
 from tessera.audit.ports import MAX_PAGE, AuditQuery
+from tessera.audit.service import default_verify_jobs
 from tessera.audit.webhook import webhook_of
 from tessera.cli.main import JsonOpt, _tessera, app
 from tessera.cli.output import cli_errors, console, emit, emit_json, err_console, fail, kv, table
@@ -100,7 +100,7 @@ def verify(
                 checkpoint_dirs=dirs,
                 jwks=pinned,
                 archive_dirs=archive,
-                jobs=jobs or min(os.cpu_count() or 1, 8),
+                jobs=jobs or default_verify_jobs(),
             )
         else:
             with file.open(encoding="utf-8") as lines:

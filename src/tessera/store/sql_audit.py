@@ -137,9 +137,9 @@ _INSERT_SQLITE = (
 )
 _INSERT_PG = pg_paramstyle(_INSERT_SQLITE)
 # On SQLite a group's rows go in as multi-row INSERTs of up to this many rows (704
-# parameters, below even the 999 of SQLite before 3.32): the driver releases the GIL around every
-# sqlite3_step, so executemany would hand the GIL over once per row, and in a busy
-# server each hand-over can wait a switch interval (docs/audit.md, round 6).
+# parameters, below even the 999 of SQLite before 3.32): the driver releases the GIL
+# around every sqlite3_step, so executemany would hand the GIL over once per row, and in
+# a busy server each hand-over can wait a switch interval (docs/audit.md, round 6).
 SQLITE_ROWS_PER_INSERT = 64
 
 
@@ -267,11 +267,9 @@ class SqlAuditLedger:
                     new_head = ChainHead(linked[-1].seq, linked[-1].hash)
                 if sqlite:
                     _insert_sqlite_rows(cur, rows)
-                else:
-                    cur.executemany(_INSERT_PG, rows)
-                if sqlite:
                     cur.execute("COMMIT")
                 else:
+                    cur.executemany(_INSERT_PG, rows)
                     dbapi.commit()
                 cur.close()
             except Exception as exc:
